@@ -1,0 +1,20 @@
+"""The `perceptlite` command line. Each sub-command lives in its own module under `commands/`."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# Module names under perceptlite/commands/, each defining `command` (a click.Command or Group).
+COMMAND_MODULES = ("score", "models")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="perceptlite")
+def main() -> None:
+    """Score images for aesthetics (iaa), technical quality (iqa) and structure & texture (ista)."""
+
+
+for _name in COMMAND_MODULES:
+    main.add_command(importlib.import_module(f"perceptlite.commands.{_name}").command)
