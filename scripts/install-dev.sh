@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Everything the test suite needs, from a clean clone: a venv with the runtime, the factory
+# (torch CPU 2.13.0 first, so no CUDA build is pulled), llama-cpp-python built portably from source,
+# and Debian's Chromium for the HTML report test.
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/pip" install --quiet torch==2.13.0
+CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$VENV/bin/pip" install --quiet -e ".[export,gguf,parquet,ray,test]"
+
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
