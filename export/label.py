@@ -1,0 +1,255 @@
+"""Label images with teachers into a resumable JSONL file: clean images and graded distorted copies.
+
+    python -m export.label --teacher nima --teacher iqa-synthetic --teacher ista \\
+        --images ../shared/corpus --out artifacts/labels/labels.jsonl --distortions-per-image 4 --seed 0
+
+Every image is first downscaled so its long side is at most --max-side (bicubic, antialiased), then
+labelled clean and as --distortions-per-image distorted copies (kind, level and seed chosen
+deterministically from --seed and the file's relative path). Each sample gets every axis the teachers
+provide. One JSON record per line:
+
+    {"key": ..., "root": "<images root as given>", "source": "<path relative to root>", "max_side": 512,
+     "size": [w, h], "distortion": null | {"kind", "level", "seed"},
+     "iaa": .., "iqa": .., "ista": .., "teachers": {"nima": {...}, "iqa-synthetic": {...}, ...}}
+
+Re-running the same command skips every key already in the file (append-only, flushed per record,
+a truncated last line from an interrupted run is dropped). `sample_image(record)` rebuilds the exact
+image a record describes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .distortions import HELDOUT_KINDS, LEVELS, TRAIN_KINDS, apply_distortion
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+DEFAULT_MAX_SIDE = 512
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image to label: a file (root + relative source) and an optional distortion."""
+
+    root: str
+    source: str
+    distortion: dict | None
+
+    @property
+    def key(self) -> str:
+        """Stable identity used for resuming: root folder name + relative path + distortion."""
+        name = f"{Path(self.root).name}/{self.source}"
+        if self.distortion is None:
+            return f"{name}|clean"
+        d = self.distortion
+        return f"{name}|{d['kind']}|{d['level']}|{d['seed']}"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root) / self.source
+
+
+def discover_images(root: Path) -> list[Path]:
+    """All image files under `root` (recursive, sorted); a single file is returned as is."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_image(path: Path, max_side: int = DEFAULT_MAX_SIDE) -> Image.Image:
+    """Decode to RGB (EXIF orientation applied) and downscale so the long side is at most `max_side`."""
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    if max_side and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.BICUBIC)
+    return image
+
+
+def choose_distortions(source: str, count: int, seed: int, kinds: tuple[str, ...]) -> list[dict]:
+    """`count` distinct kinds with levels and seeds, fixed by (seed, source)."""
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(source.encode())])
+    picked = rng.choice(len(kinds), size=min(count, len(kinds)), replace=False)
+    return [
+        {"kind": kinds[i], "level": int(rng.choice(LEVELS)), "seed": int(rng.integers(0, 2**31 - 1))}
+        for i in picked
+    ]
+
+
+def iter_samples(
+    roots: Iterable[str | Path],
+    distortions_per_image: int = 4,
+    seed: int = 0,
+    kinds: tuple[str, ...] = TRAIN_KINDS + HELDOUT_KINDS,
+) -> Iterator[Sample]:
+    """Every sample the labeller produces, in order: per image the clean one, then its distorted copies."""
+    for root in roots:
+        root_path = Path(root)
+        base = root_path.parent if root_path.is_file() else root_path
+        for path in discover_images(root_path):
+            source = path.relative_to(base).as_posix()
+            yield Sample(str(base), source, None)
+            for distortion in choose_distortions(source, distortions_per_image, seed, kinds):
+                yield Sample(str(base), source, distortion)
+
+
+def sample_image(record: dict, root: str | Path | None = None) -> Image.Image:
+    """Rebuild the exact (possibly distorted) image of a label record; `root` overrides record["root"]."""
+    path = Path(root if root is not None else record["root"]) / record["source"]
+    image = load_image(path, record.get("max_side", DEFAULT_MAX_SIDE))
+    distortion = record.get("distortion")
+    if distortion:
+        image = apply_distortion(image, distortion["kind"], int(distortion["level"]), int(distortion["seed"]))
+    return image
+
+
+def read_records(path: Path) -> list[dict]:
+    """All complete records of a labels file (a truncated or broken line is skipped)."""
+    records = []
+    if not Path(path).is_file():
+        return records
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """An interrupted run can leave half a record at the end; cut it so appends start on a fresh line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return
+        block = min(size, 1 << 20)
+        f.seek(size - block)
+        tail = f.read(block)
+        cut = tail.rfind(b"\n")
+        f.truncate(size - block + cut + 1 if cut >= 0 else 0)
+
+
+def _teacher_axes(teachers) -> dict[str, str]:
+    owner = {}
+    for teacher in teachers:
+        for axis in teacher.axes:
+            if axis in owner:
+                raise SystemExit(f"error: axis {axis} is provided by both {owner[axis]} and {teacher.name}; pass only one")
+            owner[axis] = teacher.name
+    return owner
+
+
+def label_samples(samples: list[Sample], teachers, out: Path, max_side: int, limit: int | None = None) -> dict:
+    """Label every sample not yet in `out`, appending one record per line; returns counts."""
+    from tqdm import tqdm
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _drop_partial_last_line(out)
+    done = {r.get("key") for r in read_records(out)}
+    todo = [s for s in samples if s.key not in done]
+    counts = {"done_before": len(samples) - len(todo), "written": 0, "failed": 0}
+    if limit is not None:
+        todo = todo[:limit]
+    axes = _teacher_axes(teachers)
+    bad_sources: set[str] = set()
+    clean_cache: tuple[str, Image.Image] | None = None
+    with open(out, "a", encoding="utf-8") as f, tqdm(todo, desc="labelling", unit="img", file=sys.stderr) as bar:
+        for sample in bar:
+            if sample.source in bad_sources:
+                counts["failed"] += 1
+                continue
+            try:
+                if clean_cache is None or clean_cache[0] != str(sample.path):
+                    clean_cache = (str(sample.path), load_image(sample.path, max_side))
+                clean = clean_cache[1]
+                if sample.distortion is None:
+                    image, reference = clean, None
+                else:
+                    d = sample.distortion
+                    image, reference = apply_distortion(clean, d["kind"], d["level"], d["seed"]), clean
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                bar.write(f"warning: skipping {sample.path}: cannot read image ({exc})", file=sys.stderr)
+                bad_sources.add(sample.source)
+                counts["failed"] += 1
+                continue
+            record = {
+                "key": sample.key,
+                "root": sample.root,
+                "source": sample.source,
+                "max_side": max_side,
+                "size": list(image.size),
+                "distortion": sample.distortion,
+            }
+            details = {}
+            for teacher in teachers:
+                result = teacher.label(image, reference)
+                details[teacher.name] = {k: round(float(v), 5) for k, v in result.items()}
+            for axis, teacher_name in axes.items():
+                record[axis] = round(float(details[teacher_name][axis]), 4)
+            record["teachers"] = details
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            counts["written"] += 1
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m export.label", description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", action="append", required=True, help="teacher name (repeat): nima, iqa-synthetic, ista, unipercept:<folder>")
+    parser.add_argument("--images", nargs="+", required=True, type=Path, help="image folders (searched recursively) or files")
+    parser.add_argument("--out", required=True, type=Path, help="labels JSONL; an existing file is resumed, never overwritten")
+    parser.add_argument("--distortions-per-image", type=int, default=4, help="distorted copies per image besides the clean one")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the choice of distortion kinds, levels and noise")
+    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="downscale images to this long side before anything else")
+    parser.add_argument("--limit", type=int, default=None, help="stop after labelling this many new samples (the rest on the next run)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for network teachers")
+    args = parser.parse_args(argv)
+
+    for root in args.images:
+        if not root.exists():
+            print(f"error: {root} does not exist; pass an image folder or file to --images", file=sys.stderr)
+            return 2
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    except ImportError:
+        pass
+
+    from .teachers import load_teacher
+
+    try:
+        teachers = [load_teacher(name) for name in args.teacher]
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    samples = list(iter_samples(args.images, args.distortions_per_image, args.seed))
+    counts = label_samples(samples, teachers, args.out, args.max_side, args.limit)
+    print(
+        f"{args.out}: {counts['written']} new records, {counts['done_before']} already there, "
+        f"{counts['failed']} failed, {len(samples)} samples in all",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

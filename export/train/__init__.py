@@ -1,0 +1,1 @@
+"""The full-model training recipe for UniPercept-layout checkpoints (GPU machine; see README.md)."""

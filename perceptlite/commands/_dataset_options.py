@@ -1,0 +1,92 @@
+"""`score --cache FILE` and `score --parquet FILE`: the dataset-scale extras of the score command."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Iterable, Iterator
+
+import click
+
+from ..errors import PerceptliteError
+from ..manifest import ModelPackage
+from ..pipeline import ScoreResult
+
+EXIT_USAGE = 2
+
+
+def dataset_options(function: Callable) -> Callable:
+    """Add --cache and --parquet to a command."""
+    function = click.option(
+        "--parquet",
+        "parquet_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help='Also write the records, with model name and hash, to a Parquet FILE (needs pip install "perceptlite[parquet]").',
+    )(function)
+    return click.option(
+        "--cache",
+        "cache_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="SQLite score cache: reuse scores of unchanged files scored before with this model; remember new ones.",
+    )(function)
+
+
+class DatasetRun:
+    """The cache to hand to the pipeline, and `tee`, which also writes each result to Parquet.
+
+    `close` runs when the click context closes (also on Ctrl-C or sys.exit): it commits the
+    cache, and puts the Parquet file in place only if every result went through `tee`.
+    """
+
+    def __init__(self, cache, cache_path: str | None, parquet, quiet: bool):
+        self.cache = cache
+        self.cache_path = cache_path
+        self.parquet = parquet
+        self.quiet = quiet
+        self.finished = False
+
+    def tee(self, results: Iterable[ScoreResult]) -> Iterator[ScoreResult]:
+        for result in results:
+            if self.parquet is not None:
+                self.parquet.write(result)
+            yield result
+        self.finished = True
+
+    def close(self) -> None:
+        try:
+            if self.parquet is not None:
+                self.parquet.close() if self.finished else self.parquet.abort()
+        finally:
+            if self.cache is not None:
+                self._close_cache()
+
+    def _close_cache(self) -> None:
+        try:
+            self.cache.close()  # commits the last results
+        except PerceptliteError as exc:
+            click.echo(f"perceptlite: {exc}", err=True)
+        if not self.quiet:
+            click.echo(f"perceptlite: cache {self.cache_path}: {self.cache.hits} reused, {self.cache.stored} newly scored", err=True)
+
+
+def dataset_run(cache_path: str | None, parquet_path: str | None, package: ModelPackage, quiet: bool = False) -> DatasetRun:
+    """Open the cache and the Parquet writer (one-line error and exit 2 on failure); closed with the click context."""
+    cache = parquet = None
+    try:
+        if cache_path:
+            from ..cache import ScoreCache
+
+            cache = ScoreCache(cache_path, package.package_hash)
+        if parquet_path:
+            from ..parquet import ParquetScoreWriter
+
+            parquet = ParquetScoreWriter(parquet_path, package.name, package.package_hash)
+    except PerceptliteError as exc:
+        if cache is not None:
+            cache.close()
+        click.echo(f"perceptlite: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    run = DatasetRun(cache, cache_path, parquet, quiet)
+    click.get_current_context().call_on_close(run.close)
+    return run

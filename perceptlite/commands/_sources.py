@@ -1,0 +1,68 @@
+"""Where `filter` and `report` get scores: a previous score file, the cache, or a fresh run."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import click
+
+from ..discover import iter_image_files
+from ..errors import PerceptliteError
+from ..pipeline import ScoreResult
+from ..score_files import read_scores
+
+
+def score_source_options(function: Callable) -> Callable:
+    """Add --from-scores, --cache, --model and --device to a command."""
+    options = [
+        click.option("--from-scores", "from_scores", type=click.Path(dir_okay=False), help="Take scores from this score file (.jsonl, .json, .csv, .parquet) instead of scoring."),
+        click.option("--cache", "cache_path", type=click.Path(dir_okay=False), help="SQLite score cache: reuse cached scores, score and remember the rest."),
+        click.option("-m", "--model", "model", default=None, metavar="NAME|FOLDER", help="Model package: a bundled name or a folder (default: the bundled model)."),
+        click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]), help="Where to run the model."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def gather_results(paths: tuple[str, ...], from_scores: str | None, cache_path: str | None, model: str | None, device: str) -> list[ScoreResult]:
+    """Score records for PATHS (or every record of --from-scores when no PATH is given), in input order."""
+    if from_scores:
+        if cache_path:
+            raise PerceptliteError("--from-scores and --cache both give scores; pass only one")
+        results = read_scores(from_scores)
+        if not paths:
+            return results
+        roots = [os.path.normpath(os.path.abspath(path)) for path in paths]
+        return [result for result in results if _under_any(result.path, roots)]
+    if not paths:
+        raise PerceptliteError("give image files or folders to score, or --from-scores FILE")
+    return list(score_paths(list(iter_image_files(paths)), cache_path, model, device))
+
+
+def score_paths(files: list[str], cache_path: str | None, model: str | None, device: str):
+    """Score files with the model, through the cache when one is given."""
+    from ..backend import load_backend
+    from ..cache import ScoreCache
+    from ..pipeline import score_items
+    from ..registry import load_model
+
+    package = load_model(model)
+    cache = ScoreCache(cache_path, package.package_hash) if cache_path else None
+    try:
+        backend = None
+        if cache is not None:
+            hits = [cache.lookup(path) for path in files]
+            if all(hit is not None for hit in hits):
+                return hits
+        backend = load_backend(package, device=device)
+        return list(score_items(backend, files, cache=cache))
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _under_any(path: str, roots: list[str]) -> bool:
+    absolute = os.path.normpath(os.path.abspath(path))
+    return any(absolute == root or absolute.startswith(root.rstrip(os.sep) + os.sep) for root in roots)

@@ -1,0 +1,151 @@
+"""`perceptlite score PATH...`: score image files and folders, write a table, JSON, JSONL or CSV.
+
+Exit codes: 0 every file scored, 1 some files could not be scored (their records carry `error`),
+2 usage errors (bad options, missing paths, a model that cannot be found or loaded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Iterable, Iterator
+
+import click
+
+from ..backend import load_backend
+from ..decode import DEFAULT_MAX_PIXELS
+from ..discover import iter_image_files, parse_shard
+from ..errors import PerceptliteError
+from ..manifest import ModelPackageError
+from ..pipeline import ScoreResult, score_items
+from ..registry import DEFAULT_MODEL, load_model
+from ..writers import WRITERS, atomic_output, stdout_text
+from ._dataset_options import dataset_options, dataset_run
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _shard(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1]) from None
+
+
+@click.command("score")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=True, dir_okay=True))
+@click.option("-m", "--model", default=None, metavar="NAME|FOLDER", help=f"Model package: a bundled name or a folder [default: {DEFAULT_MODEL}].")
+@click.option("--variant", default=None, help="Weight variant of the package, e.g. fp32 or int8 [default: the package's].")
+@click.option("--table", "fmt", flag_value="table", default=True, help="Readable table (the default).")
+@click.option("--json", "fmt", flag_value="json", help="One JSON array of records.")
+@click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON record per line.")
+@click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="Write to FILE (atomically, when the run finishes) instead of stdout.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to run the model (ONNX Runtime execution provider).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per inference batch [default: the backend's].")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads [default: all cores].")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Decode worker threads [default: one per core, at least 2].")
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="Descend into subfolders.")
+@click.option("--hidden", is_flag=True, help="Include hidden files and folders (names starting with '.').")
+@click.option("--shard", callback=_shard, default=None, metavar="I/N", help="Score only shard I of N (0 <= I < N), stable by path below each folder.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse images with more pixels (decompression-bomb guard).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
+@dataset_options
+def command(paths, model, variant, fmt, output, device, batch_size, threads, jobs, recursive, hidden, shard, max_pixels, quiet, cache_path, parquet_path):
+    """Score images (files or folders, recursively) for iaa, iqa and ista (0-100)."""
+    backend = _open_backend(model, device, threads, variant)
+    _allow_pixels(max_pixels)
+    discovery_failures: list[str] = []
+
+    def on_folder_error(path: str, reason: str) -> None:
+        discovery_failures.append(path)
+        click.echo(f"perceptlite: cannot read folder {path}: {reason}", err=True)
+
+    files = iter_image_files(paths, recursive=recursive, hidden=hidden, shard=shard, on_error=on_folder_error)
+    dataset = dataset_run(cache_path, parquet_path, backend.package, quiet)  # --cache, --parquet; closed with the click context
+    results = dataset.tee(score_items(backend, files, jobs=jobs, batch_size=batch_size, max_pixels=max_pixels, cache=dataset.cache))
+    try:
+        with _progress(quiet) as progress:
+            scored, failed = _write_all(results, fmt, output, progress)
+    except KeyboardInterrupt:
+        click.echo("perceptlite: interrupted" + (f"; {output} left unchanged" if output else ""), err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:  # e.g. `perceptlite score . | head`: stop quietly like other Unix tools
+        _silence_stdout()
+        sys.exit(EXIT_BROKEN_PIPE)
+    except OSError as exc:
+        target = output or "stdout"
+        click.echo(f"perceptlite: cannot write {target}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if not quiet:
+        _summary(scored, failed, output)
+    sys.exit(EXIT_SOME_FAILED if failed or discovery_failures else EXIT_OK)
+
+
+def _open_backend(model, device, threads, variant):
+    try:
+        package = load_model(model)
+        return load_backend(package, device=device, threads=threads, variant=variant)
+    except (PerceptliteError, ModelPackageError) as exc:
+        click.echo(f"perceptlite: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _allow_pixels(max_pixels: int) -> None:
+    # decode.py enforces --max-pixels on every file; Pillow's global guard (which this process owns)
+    # would otherwise refuse some images below a raised limit with its own message.
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+
+
+def _write_all(results: Iterable[ScoreResult], fmt: str, output: str | None, progress) -> tuple[int, int]:
+    scored = failed = 0
+    opener = atomic_output(output) if output else stdout_text()
+    with opener as stream:
+        writer = WRITERS[fmt](stream)
+        for result in results:
+            writer.write(result)
+            if result.error:
+                failed += 1
+            else:
+                scored += 1
+            progress.update(1)
+        writer.close()
+    return scored, failed
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator:
+    """A tqdm bar on stderr when stderr is a terminal; a no-op otherwise."""
+    if quiet or not sys.stderr.isatty():
+        yield _NoProgress()
+        return
+    from tqdm import tqdm
+
+    with tqdm(unit="img", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+        yield bar
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def _summary(scored: int, failed: int, output: str | None) -> None:
+    if scored == 0 and failed == 0:
+        click.echo("perceptlite: no image files found", err=True)
+        return
+    where = f" -> {output}" if output else ""
+    tail = f", {failed} failed (see their 'error')" if failed else ""
+    if output or failed or sys.stderr.isatty():
+        click.echo(f"perceptlite: {scored} scored{tail}{where}", err=True)

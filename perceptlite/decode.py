@@ -1,0 +1,202 @@
+"""Turn an image file (or an in-memory image) into an upright 8-bit RGB PIL image.
+
+Everything a real photo folder throws at us ends here: EXIF orientation, every Pillow mode,
+animations (first frame), decompression bombs, and broken files. A file that cannot be decoded
+raises :class:`DecodeError` whose message is a one-line reason for the score record.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS), about 179 megapixels. Above it a file is
+# treated as a decompression bomb and not decoded; --max-pixels changes it.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+# Transparent pixels are composited on white, as image viewers and print previews show them.
+BACKGROUND = (255, 255, 255)
+
+# EXIF orientations that swap width and height.
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+_ORIENTATION_TAG = 0x0112
+
+BASE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def _register_optional_plugins() -> tuple[str, ...]:
+    """Enable HEIC/AVIF through registry plugins when they are installed; return the extra extensions."""
+    extra: list[str] = []
+    try:
+        import pillow_heif  # type: ignore[import-not-found]
+
+        pillow_heif.register_heif_opener()
+        extra += [".heic", ".heif"]
+    except Exception:  # noqa: BLE001 - optional plugin: absent or broken means "not supported"
+        pass
+    from PIL import features
+
+    if features.check("avif"):
+        extra.append(".avif")
+    else:
+        try:
+            import pillow_avif  # type: ignore[import-not-found]  # noqa: F401  (registers itself)
+
+            extra.append(".avif")
+        except Exception:  # noqa: BLE001
+            pass
+    return tuple(extra)
+
+
+IMAGE_EXTENSIONS = BASE_EXTENSIONS + _register_optional_plugins()
+
+
+class DecodeError(Exception):
+    """An image that could not be decoded; the message is a one-line reason."""
+
+
+@dataclass
+class DecodedImage:
+    """An upright RGB image plus the size of the full image after EXIF orientation."""
+
+    image: Image.Image  # mode "RGB"; may be smaller than width x height after draft decoding
+    width: int
+    height: int
+
+
+def decode_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> DecodedImage:
+    """Decode an image file to upright RGB.
+
+    `draft_size` lets JPEG files decode at a reduced scale (1/2, 1/4, 1/8) as long as both sides stay
+    at least `draft_size` pixels. Raises DecodeError with a one-line reason.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            _check_pixels(width, height, max_pixels)
+            orientation = _orientation(image)
+            if draft_size and image.format == "JPEG":
+                image.draft("RGB", (draft_size, draft_size))
+            image.load()
+            rgb = to_rgb(_upright(image, orientation))
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError:
+        # Only in library use: Pillow's own global limit (PIL.Image.MAX_IMAGE_PIXELS) fired first.
+        raise DecodeError("image is above Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS)") from None
+    except FileNotFoundError:
+        kind = "broken symbolic link" if os.path.islink(path) else "file not found"
+        raise DecodeError(kind) from None
+    except PermissionError:
+        raise DecodeError("permission denied (cannot read the file)") from None
+    except IsADirectoryError:
+        raise DecodeError("is a folder, not an image file") from None
+    except UnidentifiedImageError:
+        raise DecodeError(_unidentified_reason(path)) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DecodeError("symbolic link loop") from None
+        raise DecodeError(f"corrupt or truncated image data ({_one_line(exc)})") from None
+    except (ValueError, SyntaxError, EOFError, MemoryError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"corrupt image data ({_one_line(exc)})") from None
+    if orientation in _TRANSPOSED_ORIENTATIONS:
+        width, height = height, width
+    return DecodedImage(rgb, width, height)
+
+
+def decode_pil(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Normalise an in-memory PIL image (EXIF orientation applied if still tagged) to RGB."""
+    _check_pixels(*image.size, max_pixels)
+    try:
+        upright = _upright(image, _orientation(image))
+        return DecodedImage(to_rgb(upright), *upright.size)
+    except (OSError, ValueError) as exc:
+        raise DecodeError(f"cannot read this image ({_one_line(exc)})") from None
+
+
+def decode_array(array: np.ndarray) -> DecodedImage:
+    """Wrap an HxWx3 (RGB) or HxW (gray) uint8 numpy array as an RGB image."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(f"expected a uint8 array of shape HxWx3 (RGB) or HxW, got {array.dtype} {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"empty image array of shape {array.shape}")
+    image = Image.fromarray(np.ascontiguousarray(array), "L" if array.ndim == 2 else "RGB")
+    return DecodedImage(to_rgb(image), image.width, image.height)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB.
+
+    Transparency (LA, PA, RGBA, P with a transparent colour) is composited on white. 16-bit images
+    (I;16*) are scaled from 0-65535 to 0-255; 32-bit integer images (I) likewise when their maximum
+    is above 255, else read as 0-255; float images (F) are read as 0-1 when their maximum is at most
+    1, else as 0-255 (clipped).
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("L", "1", "CMYK", "YCbCr", "RGBX", "HSV"):
+        return image.convert("RGB")
+    if mode == "P" and "transparency" not in image.info:
+        return image.convert("RGB")
+    if mode in ("LA", "La", "PA", "RGBA", "RGBa", "P"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, BACKGROUND)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image).astype(np.float32)
+        if mode.startswith("I;16") or (values.size and values.max() > 255):
+            values = values / 257.0  # 16-bit range 0-65535 -> 0-255
+        gray = np.clip(values + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32))
+        if values.size and values.max() <= 1.0:
+            values = values * 255.0
+        gray = np.clip(values + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    return image.convert("RGB")  # LAB and rarer modes; ValueError if Pillow cannot
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if max_pixels and width * height > max_pixels:
+        raise DecodeError(
+            f"{width}x{height} image has {width * height / 1e6:.0f} megapixels, above the "
+            f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb; raise --max-pixels to allow it)"
+        )
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_ORIENTATION_TAG, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
+        return 1
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    if orientation in (0, 1):
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - broken EXIF: score the image as stored
+        return image
+
+
+def _unidentified_reason(path: str | os.PathLike) -> str:
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    return "not an image, or a format Pillow cannot read"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,124 @@
+"""The ONNX Runtime backend: one InferenceSession per model package, batched inference.
+
+The graph takes ``pixels`` float32 [N, 3, H, W] (normalised as the manifest says) and returns
+``scores`` [N, 3]; the manifest's ``outputs`` map columns to axes and calibrate them to 0-100.
+``InferenceSession.run`` is thread-safe (ONNX Runtime documents it), so one backend may serve
+several threads.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from .errors import DeviceError
+from .manifest import ModelPackage, ModelPackageError
+from .preprocess import prepare_pixels
+
+INPUT_NAME = "pixels"
+DEVICES = ("auto", "cpu", "cuda")
+# Accelerators `auto` tries, best first; CPU is always the last resort.
+AUTO_PROVIDERS = ("CUDAExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def choose_providers(device: str, available: Sequence[str] | None = None) -> list[str]:
+    """Execution providers for --device cpu|cuda|auto among those this ONNX Runtime has."""
+    available = list(ort.get_available_providers() if available is None else available)
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise DeviceError(
+                "--device cuda: this ONNX Runtime has no CUDA provider "
+                f"(it has {', '.join(p.removesuffix('ExecutionProvider') for p in available)}); "
+                "install onnxruntime-gpu or use --device cpu"
+            )
+        return ["CUDAExecutionProvider", CPU_PROVIDER]
+    if device == "auto":
+        return [p for p in AUTO_PROVIDERS if p in available] + [CPU_PROVIDER]
+    raise DeviceError(f"unknown device {device!r} (use one of: {', '.join(DEVICES)})")
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """Session options tuned for a decode-then-infer pipeline."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    # Spinning intra-op threads would steal the cores that the decode workers need between batches.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+class OnnxBackend:
+    """Scores prepared image tensors with an ONNX Runtime session."""
+
+    def __init__(self, package: ModelPackage, device: str = "auto", threads: int | None = None, variant: str | None = None):
+        self.package = package
+        self.spec = package.input
+        weights = package.variant_file(variant)
+        providers = choose_providers(device)
+        try:
+            self.session = ort.InferenceSession(os.fspath(weights), sess_options=session_options(threads), providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            message = " ".join(str(exc).split())[:300]
+            raise ModelPackageError(f"{weights}: ONNX Runtime cannot load it ({message})") from None
+        self.providers = self.session.get_providers()
+        self._input_name = self._find_input()
+        self._output_names = sorted({axis.tensor for axis in package.outputs.values()})
+        missing = set(self._output_names) - {o.name for o in self.session.get_outputs()}
+        if missing:
+            raise ModelPackageError(f"{weights}: graph has no output {', '.join(sorted(missing))} named in the manifest")
+        self._fixed_batch = self._input_batch_dim()
+        on_gpu = self.providers[0] != CPU_PROVIDER
+        # On CPU, batching a convnet gains nothing and multiplies the activation memory.
+        self.batch_size = self._fixed_batch or (32 if on_gpu else 1)
+
+    @property
+    def device(self) -> str:
+        """The execution provider doing the work, e.g. "CPU" or "CUDA"."""
+        return self.providers[0].removesuffix("ExecutionProvider")
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """RGB image -> normalised float32 [3, H, W] (runs in decode worker threads)."""
+        return prepare_pixels(image, self.spec)
+
+    def infer(self, batch: Sequence[np.ndarray]) -> list[dict[str, float]]:
+        """Score a list of prepared inputs; one {axis: 0-100} dict per input, in order."""
+        if not batch:
+            return []
+        step = self._fixed_batch or len(batch)
+        results: list[dict[str, float]] = []
+        for start in range(0, len(batch), step):
+            chunk = np.stack(batch[start : start + step])
+            outputs = dict(zip(self._output_names, self.session.run(self._output_names, {self._input_name: chunk})))
+            results.extend(self._calibrate(outputs, len(chunk)))
+        return results
+
+    def _calibrate(self, outputs: dict[str, np.ndarray], count: int) -> list[dict[str, float]]:
+        columns = {}
+        for axis, spec in self.package.outputs.items():
+            raw = np.asarray(outputs[spec.tensor], dtype=np.float64).reshape(count, -1)[:, spec.index]
+            columns[axis] = np.clip(spec.scale * raw + spec.offset, 0.0, 100.0)
+        return [{axis: float(values[i]) for axis, values in columns.items()} for i in range(count)]
+
+    def _find_input(self) -> str:
+        inputs = self.session.get_inputs()
+        names = [i.name for i in inputs]
+        if INPUT_NAME in names:
+            return INPUT_NAME
+        if len(inputs) == 1:
+            return inputs[0].name
+        raise ModelPackageError(f"{self.package.path}: graph has no input named {INPUT_NAME!r} (it has {', '.join(names)})")
+
+    def _input_batch_dim(self) -> int | None:
+        shape = next(i.shape for i in self.session.get_inputs() if i.name == self._input_name)
+        return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None

@@ -1,0 +1,142 @@
+"""Parquet score files (``--parquet FILE``), written and read with pyarrow (``pip install "perceptlite[parquet]"``).
+
+Columns: the score record fields (path, iaa, iqa, ista, width, height, error) plus ``model`` and
+``model_hash``, so a dataset table says which model produced it. The file is written under a
+temporary name and renamed when complete: an interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Iterable, Mapping
+
+from .errors import PerceptliteError
+
+INSTALL_HINT = 'pip install "perceptlite[parquet]"'
+RECORD_COLUMNS = ("path", "iaa", "iqa", "ista", "width", "height", "error")
+MODEL_COLUMNS = ("model", "model_hash")
+ROWS_PER_GROUP = 8192
+
+
+def require_pyarrow():
+    """Import pyarrow and pyarrow.parquet, or raise a one-line error with the install command."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise PerceptliteError(f"Parquet files need pyarrow, which is not installed: {INSTALL_HINT}") from None
+    return pyarrow
+
+
+def schema():
+    """The Arrow schema of a perceptlite Parquet score file."""
+    pa = require_pyarrow()
+    return pa.schema(
+        [
+            ("path", pa.string()),
+            ("iaa", pa.float64()),
+            ("iqa", pa.float64()),
+            ("ista", pa.float64()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("error", pa.string()),
+            ("model", pa.string()),
+            ("model_hash", pa.string()),
+        ]
+    )
+
+
+class ParquetScoreWriter:
+    """Streams score records into a Parquet file, one row group per ``ROWS_PER_GROUP`` records."""
+
+    def __init__(self, path: str | os.PathLike, model: str | None = None, model_hash: str | None = None):
+        self.pa = require_pyarrow()
+        import pyarrow.parquet as pq
+
+        self.path = os.fspath(path)
+        self.model = model
+        self.model_hash = model_hash
+        self.schema = schema().with_metadata({"perceptlite.model": model or "", "perceptlite.model_hash": model_hash or ""})
+        folder = os.path.dirname(os.path.abspath(self.path))
+        try:
+            fd, self._tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
+            os.close(fd)
+            self._writer = pq.ParquetWriter(self._tmp, self.schema)
+        except OSError as exc:
+            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or exc})") from None
+        self._rows: list[dict[str, Any]] = []
+        self.count = 0
+
+    def write(self, record: Any) -> None:
+        """Add one score record (a ScoreResult or a mapping with the record fields)."""
+        row = record_dict(record)
+        row.setdefault("model", self.model)
+        row.setdefault("model_hash", self.model_hash)
+        self._rows.append(row)
+        if len(self._rows) >= ROWS_PER_GROUP:
+            self._flush()
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        self._flush()
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the unfinished file."""
+        try:
+            self._writer.close()
+        finally:
+            if os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+
+    def __enter__(self) -> "ParquetScoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        columns = {name: [row.get(name) for row in self._rows] for name in self.schema.names}
+        self._writer.write_table(self.pa.table(columns, schema=self.schema))
+        self.count += len(self._rows)
+        self._rows = []
+
+
+def write_parquet(records: Iterable[Any], path: str | os.PathLike, model: str | None = None, model_hash: str | None = None) -> int:
+    """Write score records to a Parquet file; returns the number of rows."""
+    with ParquetScoreWriter(path, model, model_hash) as writer:
+        for record in records:
+            writer.write(record)
+    return writer.count
+
+
+def read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a Parquet score file into record dicts (the record fields plus model and model_hash if present)."""
+    require_pyarrow()
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(os.fspath(path))
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise PerceptliteError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())[:200]})") from None
+    if "path" not in table.column_names:
+        raise PerceptliteError(f"{path}: Parquet file has no 'path' column (not a perceptlite score file)")
+    return table.to_pylist()
+
+
+def record_dict(record: Any) -> dict[str, Any]:
+    """A ScoreResult (scores rounded as in CSV) or a mapping with the record fields, as a plain dict."""
+    if isinstance(record, Mapping):
+        return dict(record)
+    if hasattr(record, "as_dict"):
+        from .writers import record as output_record
+
+        return output_record(record)  # rounded like the CSV and JSON outputs
+    return {name: getattr(record, name, None) for name in RECORD_COLUMNS}

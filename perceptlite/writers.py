@@ -1,0 +1,172 @@
+"""Result writers (table, JSON, JSONL, CSV), streamed record by record, and atomic ``-o FILE``.
+
+Every format carries the documented record fields: path, iaa, iqa, ista, width, height, error.
+Scores are rounded to 2 decimals. ``--json`` writes one JSON array incrementally, so even a
+partial file of an interrupted run shows what was done (the ``-o`` file is only put in place when
+the run finishes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from .pipeline import ScoreResult
+
+FIELDS = ("path", "iaa", "iqa", "ista", "width", "height", "error")
+SCORE_FIELDS = ("iaa", "iqa", "ista")
+DECIMALS = 2
+
+
+def record(result: ScoreResult) -> dict:
+    """The output record of a result: documented fields, scores rounded."""
+    row = result.as_dict()
+    for axis in SCORE_FIELDS:
+        if row[axis] is not None:
+            row[axis] = round(row[axis], DECIMALS)
+    return row
+
+
+class Writer:
+    """Base class: `write` one result at a time, `close` once at the end."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def write(self, result: ScoreResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class TableWriter(Writer):
+    """Readable columns; the path comes last so long names do not break the alignment."""
+
+    def __init__(self, stream: IO[str]):
+        super().__init__(stream)
+        self.stream.write(f"{'iaa':>6} {'iqa':>6} {'ista':>6} {'width':>6} {'height':>6}  path\n")
+
+    def write(self, result: ScoreResult) -> None:
+        row = record(result)
+        if result.error:
+            self.stream.write(f"{'-':>6} {'-':>6} {'-':>6} {_cell(row['width']):>6} {_cell(row['height']):>6}  {row['path']}  [error: {result.error}]\n")
+        else:
+            self.stream.write(
+                f"{row['iaa']:6.2f} {row['iqa']:6.2f} {row['ista']:6.2f} {row['width']:>6} {row['height']:>6}  {row['path']}\n"
+            )
+        if self.stream.isatty():  # show rows as they come when a person is watching
+            self.stream.flush()
+
+
+class JsonWriter(Writer):
+    """One JSON array of records, written incrementally."""
+
+    def __init__(self, stream: IO[str]):
+        super().__init__(stream)
+        self.count = 0
+        self.stream.write("[")
+
+    def write(self, result: ScoreResult) -> None:
+        self.stream.write(",\n  " if self.count else "\n  ")
+        self.stream.write(json.dumps(record(result), ensure_ascii=False))
+        self.count += 1
+
+    def close(self) -> None:
+        self.stream.write("\n]\n" if self.count else "]\n")
+        super().close()
+
+
+class JsonlWriter(Writer):
+    """One JSON object per line."""
+
+    def write(self, result: ScoreResult) -> None:
+        self.stream.write(json.dumps(record(result), ensure_ascii=False) + "\n")
+
+
+class CsvWriter(Writer):
+    """A header row with the record fields, then one row per image; empty cells for null."""
+
+    def __init__(self, stream: IO[str]):
+        super().__init__(stream)
+        self.csv = csv.writer(stream, lineterminator="\n")
+        self.csv.writerow(FIELDS)
+
+    def write(self, result: ScoreResult) -> None:
+        row = record(result)
+        self.csv.writerow(["" if row[f] is None else row[f] for f in FIELDS])
+
+
+# Output format name -> writer class. New formats register here (and get a CLI flag in commands/score.py).
+WRITERS: dict[str, type[Writer]] = {
+    "table": TableWriter,
+    "json": JsonWriter,
+    "jsonl": JsonlWriter,
+    "csv": CsvWriter,
+}
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
+    """Write to a temp file beside `path`; rename it over `path` only if the block finishes.
+
+    On any failure (or Ctrl-C) the temp file is removed and an existing `path` is left untouched.
+    """
+    target = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        if binary:
+            handle = os.fdopen(fd, "wb")
+        else:
+            handle = os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="")
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        _copy_mode(target, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+
+
+def _copy_mode(target: Path, tmp: str) -> None:
+    # mkstemp creates 0600; give the file the mode an ordinary new file would get (or the old one's).
+    try:
+        mode = target.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, mode)
+
+
+@contextlib.contextmanager
+def stdout_text() -> Iterator[IO[str]]:
+    """sys.stdout as UTF-8 text that survives any file name (undecodable bytes pass through)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # e.g. replaced by a StringIO-like object
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    stream = io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape", newline="", line_buffering=False, write_through=False)
+    try:
+        yield stream
+    finally:
+        stream.flush()
+        stream.detach()
