@@ -1,6 +1,6 @@
 """The distillation factory: label -> train -> export -> quantize -> measure -> package.
 
-    python -m export.distill all --corpus ../shared/corpus --work work/distill --out models/perceptlite-base
+    python -m export.distill all --corpus ../shared/corpus --work artifacts/distill --out models/perceptlite-base
 
 Every step reads and writes a work folder (labels.jsonl, feature cache, student.pt, model.onnx,
 model.int8.onnx, acceptance.json), so steps can be run, re-run or resumed one at a time.
@@ -18,7 +18,7 @@ import click
 DEFAULT_TEACHERS = ("nima", "iqa-synthetic", "ista")
 
 work_option = click.option(
-    "--work", type=click.Path(file_okay=False, path_type=Path), default=Path("work/distill"), show_default=True,
+    "--work", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/distill"), show_default=True,
     help="Work folder holding labels, feature cache, checkpoints and exported files.",
 )
 
@@ -121,7 +121,7 @@ def quantize(work: Path, calibration_images: int) -> None:
 
 @main.command()
 @work_option
-@click.option("--ladder-images", type=int, default=24, show_default=True, help="Held-out reference images per distortion ladder.")
+@click.option("--ladder-images", type=int, default=12, show_default=True, help="Held-out reference images per distortion ladder.")
 @click.option("--limit", type=int, default=None, help="Measure on only the first N held-out records.")
 def measure(work: Path, ladder_images: int, limit: int | None) -> None:
     """Measure every acceptance number on held-out images; writes WORK/acceptance.json."""
@@ -169,7 +169,7 @@ def package(work: Path, out: Path, teachers: tuple[str, ...], name: str, version
 @click.option("--size", type=int, default=None, help="Input resolution (square).")
 @click.option("--epochs", type=int, default=60, show_default=True, help="Training epochs over the cached features.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
-@click.option("--ladder-images", type=int, default=24, show_default=True, help="Held-out reference images per ladder.")
+@click.option("--ladder-images", type=int, default=12, show_default=True, help="Held-out reference images per ladder.")
 @click.pass_context
 def all_steps(ctx: click.Context, corpus: tuple[Path, ...], work: Path, out: Path, teachers: tuple[str, ...], size: int | None, epochs: int, seed: int, ladder_images: int) -> None:
     """Run every step: label the corpus, train, export, quantize, measure, package."""

@@ -192,11 +192,18 @@ def read_gguf_metadata(path: Path) -> dict[str, Any]:
     return metadata
 
 
-def gguf_tokens(path: Path, ids: list[int]) -> list[str]:
-    """The vocabulary strings of `ids` in a GGUF text model."""
-    gguf = llama_cpp_source.import_gguf()
-    tokens = gguf.GGUFReader(str(path)).fields["tokenizer.ggml.tokens"]
-    return [tokens.contents(i) for i in ids]
+def text_model_vocabulary(path: Path, ids: list[int]) -> tuple[dict[str, str], list[str]]:
+    """(metadata, token strings of `ids`) of a GGUF text model, read by llama.cpp (vocabulary only)."""
+    from perceptlite.gguf_backend import import_llama_cpp
+
+    llama_cpp, _ = import_llama_cpp()
+    model = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(model.model)
+        tokens = [llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", "replace") for i in ids]
+        return dict(model.metadata), tokens
+    finally:
+        model.close()
 
 
 # -- the package ----------------------------------------------------------------------------------
@@ -314,7 +321,7 @@ def check_converted(folder: Path, ids: list[int]) -> None:
     projector = read_gguf_metadata(folder / MMPROJ_FILE).get("clip.projector_type")
     if projector != "internvl":
         raise ConversionError(f"{folder / MMPROJ_FILE}: projector type {projector!r}, expected 'internvl'")
-    tokens = gguf_tokens(folder / variant_file("f16"), [ids[0], ids[-1]])
+    _, tokens = text_model_vocabulary(folder / variant_file("f16"), [ids[0], ids[-1]])
     if tokens != ["aa", "ey"]:
         raise ConversionError(f"GGUF vocabulary maps the score token ids to {tokens}, expected ['aa', 'ey']")
 

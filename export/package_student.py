@@ -104,8 +104,9 @@ def write_student_package(
     if "fp32" not in variants:
         raise SystemExit(f"{work / VARIANT_FILES['fp32']}: missing; run `python -m export.distill export` first")
     default_variant = fastest_variant(acceptance) if acceptance else "fp32"
-    fidelity = dict(acceptance)
-    fidelity["onnx_vs_torch_max_abs"] = export_summary.get("onnx_vs_torch_max_abs")
+    acceptance = dict(acceptance)
+    acceptance.setdefault("onnx_vs_torch_max_abs", export_summary.get("onnx_vs_torch_max_abs"))
+    fidelity = acceptance
     provenance = {
         "teacher": teacher_descriptions(teachers),
         "training_data": {
@@ -128,10 +129,6 @@ def write_student_package(
     card = model_card(manifest, acceptance, train_summary)
     write_package(out, manifest, card)
     return out
-
-
-def _fmt(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def model_card(manifest: dict, acceptance: dict, train_summary: dict) -> str:
@@ -185,9 +182,6 @@ def model_card(manifest: dict, acceptance: dict, train_summary: dict) -> str:
     ]
     for name, value, target, passed in verdicts(acceptance):
         lines.append(f"| {name} | {value} | {target} | {'yes' if passed else '**no**'} |")
-    onnx_diff = manifest["fidelity"].get("onnx_vs_torch_max_abs")
-    if onnx_diff is not None:
-        lines.append(f"| ONNX vs torch max abs diff (0-100) | {_fmt(onnx_diff)} | <= 0.5 | {'yes' if onnx_diff <= 0.5 else '**no**'} |")
     lines += ["", "Per-kind distortion ladders (mean Spearman of level vs iqa; held-out kinds marked *):", ""]
     from .distortions import HELDOUT_KINDS
 

@@ -285,7 +285,7 @@ def synthetic_images(out_dir: Path, count: int = 8, seed: int = 0) -> list[Path]
 def make_image_sensitive_checkpoint(out_dir: str | Path, seed: int = 0, steps: int = 40) -> Path:
     """Generate the tiny checkpoint and fine-tune it briefly so its scores differ across images (CPU, ~1-2 min).
 
-    The recipe of export.train trains the vision tower, the projector and the LLM's decoder layers on eight
+    The recipe of export.train trains the projector and the LLM's decoder layers (vision frozen) on eight
     synthetic images with spread-out targets per axis; the result lands in `out_dir` (same layout).
     """
     import tempfile
@@ -305,7 +305,7 @@ def make_image_sensitive_checkpoint(out_dir: str | Path, seed: int = 0, steps: i
             datasets.append(DatasetSpec(vr, work / "images", axis, 0.0, 100.0))
         options = TrainOptions(
             checkpoint=base, output=work / "run", datasets=datasets, steps=steps, batch_size=8, grad_accum=1,
-            lr=3e-3, warmup=5, sigma=4.0, train=("vision", "mlp1", "llm-layers"), device="cpu", bf16=False,
+            lr=3e-3, warmup=5, sigma=4.0, train=("mlp1", "llm-layers"), device="cpu", bf16=False,
             save_every=0, seed=seed, workers=0, log_every=10,
         )
         run_training(options)

@@ -185,8 +185,9 @@ class InternAttention(nn.Module):
             b, h, n, d = q.shape
             q = self.q_norm(q.transpose(1, 2).flatten(-2, -1)).view(b, n, h, d).transpose(1, 2)
             k = self.k_norm(k.transpose(1, 2).flatten(-2, -1)).view(b, n, h, d).transpose(1, 2)
-        attention = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-        return self.proj((attention @ v).transpose(1, 2).reshape(batch, length, dim))
+        # softmax(q k^T * scale) v, as InternVL's naive attention; SDPA computes the same thing faster.
+        context = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.proj(context.transpose(1, 2).reshape(batch, length, dim))
 
 
 class InternMLP(nn.Module):

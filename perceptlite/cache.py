@@ -19,7 +19,6 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable
 
 from .errors import PerceptliteError
 from .pipeline import ScoreResult
@@ -166,16 +165,6 @@ class ScoreCache:
         """Cached results for this package."""
         row = self._guard(lambda: self._writer.execute("SELECT COUNT(*) FROM scores WHERE package_hash = ?", (self.package_hash,)).fetchone())
         return int(row[0])
-
-    def records(self) -> Iterable[ScoreResult]:
-        """Every cached result for this package, by path."""
-        rows = self._guard(
-            lambda: self._writer.execute(
-                "SELECT path, iaa, iqa, ista, width, height FROM scores WHERE package_hash = ? ORDER BY path",
-                (self.package_hash,),
-            ).fetchall()
-        )
-        return [ScoreResult(*row) for row in rows]
 
     def _connect(self) -> sqlite3.Connection:
         try:

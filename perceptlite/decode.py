@@ -66,6 +66,10 @@ class DecodedImage:
     image: Image.Image  # mode "RGB"; may be smaller than width x height after draft decoding
     width: int
     height: int
+    # After draft decoding, the region of `image` that holds the whole picture, in (fractional)
+    # pixels: a JPEG whose size is not a multiple of the scale decodes a partly filled last
+    # row/column of blocks. Resizing from this box keeps the geometry exact. None: all of `image`.
+    box: tuple[float, float, float, float] | None = None
 
 
 def decode_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> DecodedImage:
@@ -79,9 +83,13 @@ def decode_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, d
             width, height = image.size
             _check_pixels(width, height, max_pixels)
             orientation = _orientation(image)
+            box = None
             if draft_size and image.format == "JPEG":
-                image.draft("RGB", (draft_size, draft_size))
+                drafted = image.draft("RGB", (draft_size, draft_size))
+                box = drafted[1] if drafted else None
             image.load()
+            if box is not None:
+                box = _upright_box(box, image.size, orientation) if box[2:] != image.size else None
             rgb = to_rgb(_upright(image, orientation))
     except DecodeError:
         raise
@@ -105,7 +113,7 @@ def decode_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, d
         raise DecodeError(f"corrupt image data ({_one_line(exc)})") from None
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
-    return DecodedImage(rgb, width, height)
+    return DecodedImage(rgb, width, height, box)
 
 
 def decode_pil(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
@@ -186,6 +194,21 @@ def _upright(image: Image.Image, orientation: int) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - broken EXIF: score the image as stored
         return image
+
+
+def _upright_box(box, size: tuple[int, int], orientation: int) -> tuple[float, float, float, float]:
+    """Where `box` (in the stored image) lands once the image is turned upright by its EXIF tag."""
+    x0, y0, x1, y1 = box
+    w, h = size
+    return {
+        2: (w - x1, y0, w - x0, y1),  # mirror left-right
+        3: (w - x1, h - y1, w - x0, h - y0),  # rotate 180
+        4: (x0, h - y1, x1, h - y0),  # mirror top-bottom
+        5: (y0, x0, y1, x1),  # transpose
+        6: (y0, w - x1, y1, w - x0),
+        7: (h - y1, w - x1, h - y0, w - x0),  # transverse
+        8: (y0, w - x1, y1, w - x0),  # rotate 90 counter-clockwise
+    }.get(orientation, (x0, y0, x1, y1))
 
 
 def _unidentified_reason(path: str | os.PathLike) -> str:

@@ -8,8 +8,9 @@ tokens (``aa``..``ey``) at the last prompt position, then the expected value.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -258,30 +259,51 @@ class GgufBackend:
 
     def _eval_image_prefix(self, pixels: np.ndarray) -> int:
         """Evaluate system message + image (+ the image end tag); returns the prefix length."""
+        head = CHAT_TEMPLATE.format(system=self._spec["system_message"], user=self._marker)
+        head = head.split(self._marker, 1)[0] + self._marker
+        with self._image_chunks(pixels, head) as chunks:
+            self._llama.n_tokens = 0
+            for index in range(self._mtmd.mtmd_input_chunks_size(chunks)):
+                self._eval_chunk(self._mtmd.mtmd_input_chunks_get(chunks, index))
+        return self._llama.n_tokens
+
+    def image_embeddings(self, pixels: np.ndarray) -> np.ndarray:
+        """The projector's output for one prepared image: (image tokens, text hidden size) float32."""
+        with self._image_chunks(pixels, self._marker) as chunks:
+            for index in range(self._mtmd.mtmd_input_chunks_size(chunks)):
+                chunk = self._mtmd.mtmd_input_chunks_get(chunks, index)
+                if self._mtmd.mtmd_input_chunk_get_type(chunk) != self._mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                    continue
+                if self._mtmd.mtmd_encode_chunk(self._mtmd_ctx, chunk) != 0:
+                    raise RuntimeError("llama.cpp could not encode the image")
+                count = self._mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+                width = self._llama_cpp.llama_model_n_embd_inp(self._llama.model)
+                output = self._mtmd.mtmd_get_output_embd(self._mtmd_ctx)
+                return np.ctypeslib.as_array(output, shape=(count * width,)).reshape(count, width).copy()
+        raise RuntimeError("mtmd produced no image chunk")
+
+    @contextlib.contextmanager
+    def _image_chunks(self, pixels: np.ndarray, text: str) -> Iterator[Any]:
+        """mtmd's chunks (text / image tokens) for `text` whose marker stands for the image."""
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         if pixels.ndim != 3 or pixels.shape[2] != 3:
             raise ValueError("expected an RGB array of shape (height, width, 3)")
-        head = CHAT_TEMPLATE.format(system=self._spec["system_message"], user=self._marker)
-        head = head.split(self._marker, 1)[0] + self._marker
         height, width = pixels.shape[:2]
         bitmap = self._mtmd.mtmd_bitmap_init(width, height, pixels.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
         chunks = self._mtmd.mtmd_input_chunks_init()
         try:
-            text = self._mtmd.mtmd_input_text()
-            encoded = head.encode("utf-8")
-            text.text, text.text_len = encoded, len(encoded)
-            text.add_special, text.parse_special = True, True
+            prompt = self._mtmd.mtmd_input_text()
+            encoded = text.encode("utf-8")
+            prompt.text, prompt.text_len = encoded, len(encoded)
+            prompt.add_special, prompt.parse_special = True, True
             bitmaps = (self._mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            status = self._mtmd.mtmd_tokenize(self._mtmd_ctx, chunks, ctypes.byref(text), bitmaps, 1)
+            status = self._mtmd.mtmd_tokenize(self._mtmd_ctx, chunks, ctypes.byref(prompt), bitmaps, 1)
             if status != 0:
                 raise RuntimeError(f"mtmd could not tokenize the image prompt (code {status})")
-            self._llama.n_tokens = 0
-            for index in range(self._mtmd.mtmd_input_chunks_size(chunks)):
-                self._eval_chunk(self._mtmd.mtmd_input_chunks_get(chunks, index))
+            yield chunks
         finally:
             self._mtmd.mtmd_input_chunks_free(chunks)
             self._mtmd.mtmd_bitmap_free(bitmap)
-        return self._llama.n_tokens
 
     def _eval_chunk(self, chunk: Any) -> None:
         if self._mtmd.mtmd_input_chunk_get_type(chunk) == self._mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:

@@ -234,6 +234,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; package files must be readable by every user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -61,6 +61,8 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 class OnnxBackend:
     """Scores prepared image tensors with an ONNX Runtime session."""
 
+    prepare_takes_region = True  # prepare(image, region) resizes from a draft-decoded region exactly
+
     def __init__(self, package: ModelPackage, device: str = "auto", threads: int | None = None, variant: str | None = None):
         self.package = package
         self.spec = package.input
@@ -78,6 +80,7 @@ class OnnxBackend:
         if missing:
             raise ModelPackageError(f"{weights}: graph has no output {', '.join(sorted(missing))} named in the manifest")
         self._fixed_batch = self._input_batch_dim()
+        self._check_input_size(weights)
         on_gpu = self.providers[0] != CPU_PROVIDER
         # On CPU, batching a convnet gains nothing and multiplies the activation memory.
         self.batch_size = self._fixed_batch or (32 if on_gpu else 1)
@@ -87,9 +90,9 @@ class OnnxBackend:
         """The execution provider doing the work, e.g. "CPU" or "CUDA"."""
         return self.providers[0].removesuffix("ExecutionProvider")
 
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        """RGB image -> normalised float32 [3, H, W] (runs in decode worker threads)."""
-        return prepare_pixels(image, self.spec)
+    def prepare(self, image: Image.Image, region: tuple[float, float, float, float] | None = None) -> np.ndarray:
+        """RGB image (or its `region`) -> normalised float32 [3, H, W] (runs in decode worker threads)."""
+        return prepare_pixels(image, self.spec, region)
 
     def infer(self, batch: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Score a list of prepared inputs; one {axis: 0-100} dict per input, in order."""
@@ -118,6 +121,16 @@ class OnnxBackend:
         if len(inputs) == 1:
             return inputs[0].name
         raise ModelPackageError(f"{self.package.path}: graph has no input named {INPUT_NAME!r} (it has {', '.join(names)})")
+
+    def _check_input_size(self, weights) -> None:
+        shape = next(i.shape for i in self.session.get_inputs() if i.name == self._input_name)
+        fixed = [d if isinstance(d, int) else None for d in shape[2:4]] if len(shape) == 4 else []
+        expected = list(self.spec.size)
+        if any(d is not None and d != e for d, e in zip(fixed, expected)):
+            raise ModelPackageError(
+                f"{weights}: graph input is {shape[2]}x{shape[3]} but the manifest's input.size is "
+                f"{expected[0]}x{expected[1]}"
+            )
 
     def _input_batch_dim(self) -> int | None:
         shape = next(i.shape for i in self.session.get_inputs() if i.name == self._input_name)

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .backend import Backend
-from .decode import DEFAULT_MAX_PIXELS, DecodeError, decode_array, decode_file, decode_pil
+from .decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, decode_array, decode_file, decode_pil
 from .preprocess import draft_size
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
@@ -94,12 +94,22 @@ def prepare_item(backend: Backend, item: ImageInput, max_pixels: int = DEFAULT_M
         load = lambda: decode_file(path, max_pixels, draft)  # noqa: E731
     try:
         decoded = load()
-        tensor = backend.prepare(decoded.image)
+        tensor = prepare_decoded(backend, decoded)
     except DecodeError as exc:
         return error_result(path, str(exc))
     except (OSError, ValueError, MemoryError) as exc:  # resize/convert on a damaged image
         return error_result(path, f"cannot process image ({' '.join(str(exc).split())[:200]})")
     return _Prepared(path, decoded.width, decoded.height, tensor)
+
+
+def prepare_decoded(backend: Backend, decoded: DecodedImage) -> Any:
+    """backend.prepare for a decoded image, passing the draft region to backends that take one."""
+    if decoded.box is None:
+        return backend.prepare(decoded.image)
+    if getattr(backend, "prepare_takes_region", False):
+        return backend.prepare(decoded.image, decoded.box)
+    # Other backends get the picture without the partly filled edge (closest integer crop).
+    return backend.prepare(decoded.image.crop(tuple(round(v) for v in decoded.box)))
 
 
 def score_items(

@@ -20,12 +20,15 @@ def draft_size(spec: InputSpec) -> int:
     return int(round(max(spec.size) * spec.draft_factor))
 
 
-def resize(image: Image.Image, spec: InputSpec) -> Image.Image:
-    """Resize (stretch, or center-crop after matching the short side) to ``spec.size``."""
+def resize(image: Image.Image, spec: InputSpec, region: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """Resize (stretch, or center-crop after matching the short side) to ``spec.size``.
+
+    `region`: the part of `image` that holds the picture (see DecodedImage.box); default all of it.
+    """
     height, width = spec.size
-    box = None
+    box = region
     if spec.resize == "center-crop":
-        box = _center_crop_box(image.width, image.height, width, height)
+        box = _center_crop_box(region or (0, 0, image.width, image.height), width, height)
     if image.size == (width, height) and box is None:
         return image
     # A box-filter reduce() by an integer factor first, stopping at draft_factor x the target size:
@@ -46,15 +49,17 @@ def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
     return chw
 
 
-def prepare_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
+def prepare_pixels(image: Image.Image, spec: InputSpec, region: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """The model input for one RGB image: resize then normalise (float32, shape [3, H, W])."""
-    return to_tensor(resize(image, spec), spec)
+    return to_tensor(resize(image, spec, region), spec)
 
 
-def _center_crop_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[float, float, float, float]:
-    # The source region that, scaled to dst, fills it exactly: same as resizing the short side and
-    # cropping the centre, done in one resampling pass.
+def _center_crop_box(region: tuple[float, float, float, float], dst_w: int, dst_h: int) -> tuple[float, float, float, float]:
+    # The part of `region` that, scaled to dst, fills it exactly: same as resizing the short side
+    # and cropping the centre, done in one resampling pass.
+    x0, y0, x1, y1 = region
+    src_w, src_h = x1 - x0, y1 - y0
     scale = max(dst_w / src_w, dst_h / src_h)
     crop_w, crop_h = dst_w / scale, dst_h / scale
-    left, top = (src_w - crop_w) / 2, (src_h - crop_h) / 2
+    left, top = x0 + (src_w - crop_w) / 2, y0 + (src_h - crop_h) / 2
     return (left, top, left + crop_w, top + crop_h)

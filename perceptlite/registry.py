@@ -35,7 +35,9 @@ class PackageEntry:
 
 def bundled_dirs() -> list[Path]:
     """Folders that hold the bundled packages: inside the installed package, or the repo's models/."""
-    candidates = [_PACKAGE_DIR / "models", _PACKAGE_DIR.parent / "models"]
+    candidates = [_PACKAGE_DIR / "models"]
+    if (_PACKAGE_DIR.parent / "pyproject.toml").is_file():  # a source checkout (or editable install)
+        candidates.append(_PACKAGE_DIR.parent / "models")
     return [folder for folder in candidates if folder.is_dir()]
 
 

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 from .backend import Backend, load_backend
 from .decode import DEFAULT_MAX_PIXELS
-from .manifest import ModelPackage, load_package
+from .manifest import ModelPackage
 from .pipeline import ImageInput, ResultCache, ScoreResult, score_group, prepare_item, score_items
 from .registry import load_model
 
@@ -46,11 +46,6 @@ class Scorer:
         self.jobs = jobs
         self.max_pixels = max_pixels
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_folder(cls, folder: str | os.PathLike, **kwargs) -> "Scorer":
-        """A Scorer for a model package folder."""
-        return cls(load_package(folder), **kwargs)
 
     def score(self, image: ImageInput) -> ScoreResult:
         """Score one image: a file path, a PIL image, or an HxWx3 uint8 RGB numpy array.

@@ -118,6 +118,27 @@ def test_killed_run_resumes_and_scores_each_file_once(tmp_path):
     assert [json.loads(line) for line in reference.stdout.splitlines()] == records
 
 
+def test_ctrl_c_commits_what_was_scored(tmp_path):
+    slow = build_tiny_package(tmp_path / "slow", name="tiny-slow", slow_layers=40)
+    images = tmp_path / "images"
+    make_images(images, 200)
+    cache = tmp_path / "scores.db"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "perceptlite", "score", str(images), "-m", str(slow), "--cache", str(cache),
+               "--jsonl", "--batch-size", "4", "--threads", "1", "-j", "1"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while cached_rows(cache) == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode not in (0, None) and "Traceback" not in stderr, stderr
+    reused, stored = cache_stats(stderr)
+    assert reused == 0 and stored == cached_rows(cache) < 200  # everything scored before Ctrl-C was committed
+    assert stored >= len(stdout.splitlines())
+
+
 def test_concurrent_runs_share_one_cache(tmp_path):
     model = build_tiny_package(tmp_path / "medium", name="tiny-medium", slow_layers=6)
     images = tmp_path / "images"

@@ -32,6 +32,7 @@ F16_TOLERANCE = 1.0
 Q8_TOLERANCE = 2.5
 MIN_SRCC = 0.95
 PARITY_IMAGES = 10
+TIE = 0.01  # logits closer than this may swap places (bf16-trained weights, F16 activations)
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +131,12 @@ def test_gguf_metadata(package: Path, checkpoint: Path) -> None:
     assert np.allclose(fields["clip.vision.image_std"].contents(), [0.229, 0.224, 0.225])
     expected_file_types = {"f16": 1, "q8_0": 7, "q4_k_m": 15}  # llama_ftype values
     for variant, file_type in expected_file_types.items():
-        text = gguf.GGUFReader(str(package / f"model-{variant}.gguf")).fields
-        assert text["general.architecture"].contents() == "qwen2"
-        assert text["tokenizer.ggml.pre"].contents() == "qwen2"
-        assert text["general.file_type"].contents() == file_type
-        assert text["qwen2.embedding_length"].contents() == config["llm_config"]["hidden_size"]
+        text, tokens = gguf_export.text_model_vocabulary(package / f"model-{variant}.gguf", [151644, 151665, 151667])
+        assert text["general.architecture"] == "qwen2"
+        assert text["tokenizer.ggml.pre"] == "qwen2"
+        assert text["general.file_type"] == str(file_type)
+        assert text["qwen2.embedding_length"] == str(config["llm_config"]["hidden_size"])
+        assert tokens == ["<|im_start|>", "<img>", "<IMG_CONTEXT>"]
     sizes = [(package / f"model-{v}.gguf").stat().st_size for v in ("f16", "q8_0", "q4_k_m")]
     assert sizes[0] > sizes[1] > sizes[2]
 
@@ -147,6 +149,25 @@ def test_every_variant_loads_in_llama_cpp(package: Path, images) -> None:
 
 
 # -- parity --------------------------------------------------------------------------------------
+
+
+def test_prompt_tokens_match_reference_tokenizer(backends, reference) -> None:
+    """llama.cpp tokenizes each question after the image exactly as the checkpoint's tokenizer does."""
+    backend = backends["f16"]
+    for axis in AXES:
+        suffix = unipercept.split_prompt(reference.system_message, unipercept.rating_prompt(axis))[1]
+        assert backend._rating_suffixes[axis] == reference.tokenizer.encode(suffix, add_special_tokens=False), axis
+
+
+def test_image_embeddings_match_reference(backends, reference, images) -> None:
+    """The mmproj (InternViT + pixel shuffle + mlp1) reproduces the reference's image tokens."""
+    backend = backends["f16"]
+    for image in images[:3]:
+        ours = backend.image_embeddings(backend.prepare(image))
+        theirs = reference.image_embeddings(image)[0].detach().float().numpy()
+        assert ours.shape == theirs.shape == (256, theirs.shape[1])
+        assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.9999
+        assert np.abs(ours - theirs).max() < 0.02 * np.abs(theirs).max()
 
 
 @pytest.mark.parametrize("variant, tolerance", [("f16", F16_TOLERANCE), ("q8_0", Q8_TOLERANCE)])
@@ -162,12 +183,16 @@ def test_scores_match_reference(backends, images, reference_scores, variant: str
 
 
 def test_top5_score_tokens_agree(backends, reference, images) -> None:
+    """Same five best score tokens at the last position; a swap is allowed only across a near tie."""
     backend = backends["f16"]
     for image in images[:4]:
         for axis in AXES:
             theirs = reference.score_token_logits(image, axis)[reference.score_ids].numpy()
             ours = backend.score_token_logits(backend.prepare(image), axis)
-            assert list(np.argsort(-ours)[:5]) == list(np.argsort(-theirs)[:5]), axis
+            assert np.abs(ours - theirs).max() < 0.05, axis
+            fifth = np.sort(theirs)[-5]
+            differ = set(np.argsort(-ours)[:5]) ^ set(np.argsort(-theirs)[:5])
+            assert all(abs(theirs[i] - fifth) < TIE for i in differ), (axis, differ)
 
 
 def test_prefix_reuse_equals_separate_prompts(backends, images) -> None:
@@ -263,7 +288,7 @@ def test_cli_score_with_gguf_package(package: Path, corpus_dir: Path, tmp_path: 
     for path in sorted((corpus_dir / "bsds500" / "test").glob("*.jpg"))[:2]:
         shutil.copy(path, folder / path.name)
     out = tmp_path / "scores.jsonl"
-    result = _cli("score", str(folder), "--model", str(package), "--device", "cpu", "-o", str(out))
+    result = _cli("score", str(folder), "--model", str(package), "--device", "cpu", "--jsonl", "-o", str(out))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 2

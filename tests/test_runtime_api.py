@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +155,14 @@ def test_device_choice():
     assert choose_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
     with pytest.raises(DeviceError, match="no CUDA provider"):
         choose_providers("cuda", ["CPUExecutionProvider"])
+
+
+def test_graph_and_manifest_sizes_must_agree(tmp_path):
+    import json
+
+    package = make_package(tmp_path / "mismatch", size=(32, 32))
+    manifest = json.loads((package / "perceptlite.json").read_text())
+    manifest["input"]["size"] = [48, 48]
+    (package / "perceptlite.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelPackageError, match="input.size is 48x48"):
+        Scorer(package, device="cpu")

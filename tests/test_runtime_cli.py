@@ -22,7 +22,7 @@ from PIL import Image
 from perceptlite.cli import main
 from perceptlite.writers import FIELDS
 
-from _runtime_fixtures import make_package, tiny_package  # noqa: F401
+from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 
 
 def _run(*args: str, env: dict | None = None):
@@ -226,3 +226,37 @@ def test_console_script_end_to_end(tiny_package, photos):
     assert process.returncode == 0, process.stderr
     assert process.stderr == ""
     assert len(process.stdout.splitlines()) == 5
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_progress_bar_only_on_a_terminal(tiny_package, photos):
+    import pty
+
+    import fcntl
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "perceptlite", "score", "-m", str(tiny_package), str(photos), "--jsonl"],
+            stdout=subprocess.PIPE, stderr=slave, timeout=120,
+        )
+        os.close(slave)
+        slave = None
+        terminal = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO once the writer is gone (Linux)
+                break
+            if not chunk:
+                break
+            terminal += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert process.returncode == 0
+    assert b"img" in terminal and b"5 scored" in terminal  # the tqdm bar and the summary
+    assert len(process.stdout.splitlines()) == 5 and b"img/s" not in process.stdout

@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..errors import PerceptliteError
+from ..manifest import ModelPackageError
 from ..file_actions import CONFLICT_POLICIES, LINK_TYPES, FileActionError, TargetFolder, execute, plan, relative_to_root
 from ..pipeline import ScoreResult
 from ..query import FIELDS, compile_where
@@ -84,8 +85,10 @@ def command(paths, where, top, bottom, by, copy_to, move_to, link_to, link_type,
             return
         action, folder = targets[0]
         _act(chosen, paths, action, folder, link_type, on_conflict, dry_run)
-    except PerceptliteError as exc:
+    except (PerceptliteError, ModelPackageError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # e.g. permission denied or a full disk in the target
+        raise click.ClickException(f"{exc.filename or (copy_to or move_to or link_to)}: {exc.strerror or exc}") from None
 
 
 def _print_paths(chosen: list[ScoreResult], null: bool) -> None:

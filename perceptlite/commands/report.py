@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import PerceptliteError
+from ..manifest import ModelPackageError
 from ..report import write_report
 from ._sources import gather_results, score_source_options
 
@@ -19,7 +20,7 @@ def command(paths, output, title, from_scores, cache_path, model, device) -> Non
     try:
         results = gather_results(paths, from_scores, cache_path, model, device)
         write_report(results, output, title)
-    except PerceptliteError as exc:
+    except (PerceptliteError, ModelPackageError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{output}: cannot write the report ({exc.strerror or exc})") from None
