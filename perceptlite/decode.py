@@ -8,7 +8,9 @@ raises :class:`DecodeError` whose message is a one-line reason for the score rec
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,31 +30,48 @@ _ORIENTATION_TAG = 0x0112
 BASE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
-def _register_optional_plugins() -> tuple[str, ...]:
-    """Enable HEIC/AVIF through registry plugins when they are installed; return the extra extensions."""
-    extra: list[str] = []
-    try:
-        import pillow_heif  # type: ignore[import-not-found]
+_HEIF_SUFFIXES = (".heic", ".heif")
+_heif_lock = threading.Lock()
+_heif_state = {"registered": False}
 
-        pillow_heif.register_heif_opener()
-        extra += [".heic", ".heif"]
-    except Exception:  # noqa: BLE001 - optional plugin: absent or broken means "not supported"
-        pass
+
+def _optional_extensions() -> tuple[str, ...]:
+    """HEIC/AVIF extensions that a registry plugin (or Pillow itself) can decode here."""
     from PIL import features
 
-    if features.check("avif"):
+    extra: list[str] = []
+    if importlib.util.find_spec("pillow_heif") is not None:
+        extra += list(_HEIF_SUFFIXES)
+    if features.check("avif") or importlib.util.find_spec("pillow_avif") is not None:
         extra.append(".avif")
-    else:
-        try:
-            import pillow_avif  # type: ignore[import-not-found]  # noqa: F401  (registers itself)
-
-            extra.append(".avif")
-        except Exception:  # noqa: BLE001
-            pass
     return tuple(extra)
 
 
-IMAGE_EXTENSIONS = BASE_EXTENSIONS + _register_optional_plugins()
+def enable_plugins() -> bool:
+    """Register pillow-heif / pillow-avif-plugin openers, once (they are imported only when needed,
+    to keep start-up fast). Returns True when this call registered something new."""
+    with _heif_lock:
+        if _heif_state["registered"]:
+            return False
+        _heif_state["registered"] = True
+        registered = False
+        try:
+            import pillow_heif  # type: ignore[import-not-found]
+
+            pillow_heif.register_heif_opener()
+            registered = True
+        except Exception:  # noqa: BLE001 - optional plugin: absent or broken means "not supported"
+            pass
+        try:
+            import pillow_avif  # type: ignore[import-not-found]  # noqa: F401  (registers itself)
+
+            registered = True
+        except Exception:  # noqa: BLE001
+            pass
+        return registered
+
+
+IMAGE_EXTENSIONS = BASE_EXTENSIONS + _optional_extensions()
 
 
 class DecodeError(Exception):
@@ -78,6 +97,22 @@ def decode_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, d
     `draft_size` lets JPEG files decode at a reduced scale (1/2, 1/4, 1/8) as long as both sides stay
     at least `draft_size` pixels. Raises DecodeError with a one-line reason.
     """
+    if isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(_HEIF_SUFFIXES + (".avif",)):
+        enable_plugins()
+    try:
+        return _decode_file(path, max_pixels, draft_size)
+    except DecodeError as error:
+        if str(error) == _UNIDENTIFIED and enable_plugins():  # maybe a HEIC without its extension
+            if hasattr(path, "seek"):
+                path.seek(0)
+            return _decode_file(path, max_pixels, draft_size)
+        raise
+
+
+_UNIDENTIFIED = "not an image, or a format Pillow cannot read"
+
+
+def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -93,9 +128,9 @@ def decode_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, d
             rgb = to_rgb(_upright(image, orientation))
     except DecodeError:
         raise
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError as exc:
         # Only in library use: Pillow's own global limit (PIL.Image.MAX_IMAGE_PIXELS) fired first.
-        raise DecodeError("image is above Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS)") from None
+        raise DecodeError(f"possible decompression bomb ({_one_line(exc)}); raise PIL.Image.MAX_IMAGE_PIXELS to allow it") from None
     except FileNotFoundError:
         kind = "broken symbolic link" if os.path.islink(path) else "file not found"
         raise DecodeError(kind) from None
@@ -205,7 +240,7 @@ def _upright_box(box, size: tuple[int, int], orientation: int) -> tuple[float, f
         3: (w - x1, h - y1, w - x0, h - y0),  # rotate 180
         4: (x0, h - y1, x1, h - y0),  # mirror top-bottom
         5: (y0, x0, y1, x1),  # transpose
-        6: (y0, w - x1, y1, w - x0),
+        6: (h - y1, x0, h - y0, x1),  # rotate 90 clockwise
         7: (h - y1, w - x1, h - y0, w - x0),  # transverse
         8: (y0, w - x1, y1, w - x0),  # rotate 90 counter-clockwise
     }.get(orientation, (x0, y0, x1, y1))
@@ -217,7 +252,7 @@ def _unidentified_reason(path: str | os.PathLike) -> str:
             return "empty file (0 bytes)"
     except OSError:
         pass
-    return "not an image, or a format Pillow cannot read"
+    return _UNIDENTIFIED
 
 
 def _one_line(exc: BaseException) -> str:

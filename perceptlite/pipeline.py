@@ -79,21 +79,19 @@ def error_result(path: str | None, reason: str) -> ScoreResult:
 
 def prepare_item(backend: Backend, item: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS, cache: ResultCache | None = None) -> _Prepared | ScoreResult:
     """Decode and prepare one input; a ScoreResult when it failed or the cache already knows it."""
-    if isinstance(item, Image.Image):
-        path, load = None, lambda: decode_pil(item, max_pixels)
-    elif isinstance(item, np.ndarray):
+    in_memory = isinstance(item, (Image.Image, np.ndarray))
+    path = None if in_memory else os.fspath(item)
+    if path is not None and cache is not None:
+        cached = cache.lookup(path)
+        if cached is not None:
+            return cached
+    if isinstance(item, np.ndarray):
         decoded = decode_array(item)  # a wrong shape or dtype is the caller's bug: ValueError
-        path, load = None, lambda: decoded
-    else:
-        path = os.fspath(item)
-        if cache is not None:
-            cached = cache.lookup(path)
-            if cached is not None:
-                return cached
-        draft = draft_size(backend.package.input)
-        load = lambda: decode_file(path, max_pixels, draft)  # noqa: E731
     try:
-        decoded = load()
+        if isinstance(item, Image.Image):
+            decoded = decode_pil(item, max_pixels)
+        elif path is not None:
+            decoded = decode_file(path, max_pixels, draft_size(backend.package.input))
         tensor = prepare_decoded(backend, decoded)
     except DecodeError as exc:
         return error_result(path, str(exc))

@@ -52,3 +52,32 @@ def test_describe_points_at_the_calibration(teacher):
     assert info["axes"] == ["ista"]
     assert info["calibration"]["images"] >= 100
     assert "--calibrate" in info["calibration"]["command"]
+
+
+@pytest.mark.parametrize("kind", ["colour_noise", "salt_pepper", "gaussian_noise", "jpeg"])
+def test_distortions_never_add_structure(teacher, kind):
+    photo = corpus_photo(PHOTOS[0], max_side=384)
+    clean = score(teacher, photo)
+    for level in (1, 5):
+        result = teacher.label(apply_distortion(photo, kind, level, 0), photo)
+        assert result["ista"] <= clean + 1e-9
+        assert result["ista_reference"] == pytest.approx(clean)
+        assert result["ista"] == min(result["ista_image"], result["ista_reference"])
+
+
+def test_blur_with_reference_still_lowers_it(teacher):
+    photo = corpus_photo(PHOTOS[2], max_side=384)
+    blurred = teacher.label(apply_distortion(photo, "gaussian_blur", 4, 0), photo)
+    assert blurred["ista"] < score(teacher, photo) - 10
+
+
+# Corpus photos picked by eye: an owl in grass, a lizard on gravel, carved stone, blossoming branches vs. birds and a
+# paraglider against clear sky.
+TEXTURED_PHOTOS = ("bsds500/train/8143.jpg", "bsds500/train/87065.jpg", "bsds500/val/33039.jpg", "imagenet-sample/n01608432_kite.JPEG")
+FLAT_PHOTOS = ("bsds500/train/135069.jpg", "bsds500/train/60079.jpg", "imagenet-sample/n01614925_bald_eagle.JPEG")
+
+
+def test_textured_photos_rate_above_sky_photos(teacher):
+    textured = [score(teacher, corpus_photo(p, max_side=512)) for p in TEXTURED_PHOTOS]
+    flat = [score(teacher, corpus_photo(p, max_side=512)) for p in FLAT_PHOTOS]
+    assert min(textured) > 80 and max(flat) < 20, (textured, flat)

@@ -1,7 +1,5 @@
 """The labeller: every axis per sample, resumable without duplicates, bad images skipped with a warning."""
 
-import json
-import shutil
 
 import pytest
 

@@ -5,7 +5,7 @@ import pytest
 
 from export.distortions import apply_distortion
 
-from _teachers_fixtures import CORPUS, corpus_photo
+from _teachers_fixtures import corpus_photo
 
 torch = pytest.importorskip("torch")
 nima = pytest.importorskip("export.teachers.nima")

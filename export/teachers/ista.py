@@ -13,6 +13,10 @@ The measure (all on BT.601 luminance in [0, 1], resized so the long side is 384 
    corpus distribution (piecewise-linear through stored percentiles, see `ista_calibration.json`,
    written by `python -m export.teachers.ista --calibrate ../shared/corpus`).
 
+6. A distorted copy labelled with its clean reference scores min(own value, reference value): distortions
+   remove structure (blur, smoothing, contrast loss) but never add it; impulses, chroma noise and
+   blocking would otherwise read as texture.
+
 Consequences: edge-preserving smoothing removes fine texture and lowers the score; noise on a flat
 image is subtracted; foliage, brickwork and crowds (structure everywhere, at every scale) rate above
 sky, plain walls and studio backdrops.
@@ -21,6 +25,7 @@ sky, plain walls and studio backdrops.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from functools import lru_cache
@@ -127,11 +132,28 @@ class StructureTextureTeacher:
     def __init__(self, calibration_path: Path = CALIBRATION_FILE) -> None:
         self.calibration_path = calibration_path
         self.calibration = load_calibration(calibration_path)
+        self._cached_reference: tuple[str, float] | None = None
+
+    def score(self, image: Image.Image) -> tuple[float, dict[str, float]]:
+        """Calibrated ista of one image and its raw parts."""
+        raw, parts = raw_richness(image)
+        return calibrated_score(raw, self.calibration), {"ista_raw": raw, **parts}
 
     def label(self, image: Image.Image, reference: Image.Image | None = None) -> dict[str, float]:
-        """ista 0-100 of the image itself; `reference` is ignored."""
-        raw, parts = raw_richness(image)
-        return {"ista": calibrated_score(raw, self.calibration), "ista_raw": raw, **parts}
+        """ista 0-100; for a distorted copy, never more than its clean `reference` scores."""
+        value, parts = self.score(image)
+        if reference is None:
+            return {"ista": value, **parts}
+        # A distortion never adds real structure: noise, impulses and blocking only look like texture.
+        reference_value = self._reference_score(reference)
+        return {"ista": min(value, reference_value), "ista_image": value, "ista_reference": reference_value, **parts}
+
+    def _reference_score(self, reference: Image.Image) -> float:
+        # The labeller passes one clean image for several distorted copies; score it once.
+        digest = hashlib.sha1(reference.tobytes()).hexdigest() + str(reference.size)
+        if self._cached_reference is None or self._cached_reference[0] != digest:
+            self._cached_reference = (digest, self.score(reference)[0])
+        return self._cached_reference[1]
 
     def describe(self) -> dict:
         """Provenance for the model card."""
@@ -145,7 +167,10 @@ class StructureTextureTeacher:
             "implementation": "export/teachers/ista.py (numpy/scipy, no weights)",
             "weights": "none",
             "licence": "Apache-2.0 (this repository's own code)",
-            "mapping": "piecewise-linear through corpus percentiles of the raw value (0-100), linear beyond",
+            "mapping": (
+                "piecewise-linear through corpus percentiles of the raw value (0-100), linear beyond; "
+                "a distorted copy scores min(its own value, its clean reference's value)"
+            ),
             "calibration": {k: self.calibration.get(k) for k in ("command", "images", "max_side")},
         }
 
