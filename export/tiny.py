@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# Training targets of the image-sensitive checkpoint, per synthetic image: (iaa, iqa, ista).
-SENSITIVITY_TARGETS = [(90, 10, 50), (10, 90, 80), (70, 30, 10), (30, 70, 95), (50, 95, 30), (95, 50, 70), (5, 5, 5), (60, 60, 60)]
+# Training targets (0-100) of the image-sensitive checkpoint, one per synthetic image, spread out on purpose.
+SENSITIVITY_TARGETS = [90, 10, 70, 30, 50, 95, 5, 60]
 
 
 def synthetic_images(out_dir: Path, count: int = 8, seed: int = 0) -> list[Path]:
@@ -282,11 +282,12 @@ def synthetic_images(out_dir: Path, count: int = 8, seed: int = 0) -> list[Path]
     return paths
 
 
-def make_image_sensitive_checkpoint(out_dir: str | Path, seed: int = 0, steps: int = 40) -> Path:
+def make_image_sensitive_checkpoint(out_dir: str | Path, seed: int = 0, steps: int = 24) -> Path:
     """Generate the tiny checkpoint and fine-tune it briefly so its scores differ across images (CPU, ~1-2 min).
 
     The recipe of export.train trains the projector and the LLM's decoder layers (vision frozen) on eight
-    synthetic images with spread-out targets per axis; the result lands in `out_dir` (same layout).
+    synthetic images with spread-out targets; the result lands in `out_dir` (same layout), with the images in
+    `training_images/` and their targets in `training_images/iaa.json` (VR format).
     """
     import tempfile
 
@@ -297,14 +298,13 @@ def make_image_sensitive_checkpoint(out_dir: str | Path, seed: int = 0, steps: i
         work = Path(work)
         base = generate(work / "random", seed=seed)
         images = synthetic_images(work / "images", len(SENSITIVITY_TARGETS), seed)
-        datasets = []
-        for axis_index, axis in enumerate(("iaa", "iqa", "ista")):
-            records = [{"image": p.name, "gt_score": t[axis_index]} for p, t in zip(images, SENSITIVITY_TARGETS)]
-            vr = work / f"{axis}.json"
-            vr.write_text(json.dumps(records), encoding="utf-8")
-            datasets.append(DatasetSpec(vr, work / "images", axis, 0.0, 100.0))
+        # Only the iaa prompt is trained (the fastest way to image sensitivity on a CPU); the iqa and ista
+        # prompts differ from it by a word, so their scores follow the same images.
+        records = [{"image": p.name, "gt_score": t} for p, t in zip(images, SENSITIVITY_TARGETS)]
+        (work / "iaa.json").write_text(json.dumps(records), encoding="utf-8")
+        datasets = [DatasetSpec(work / "iaa.json", work / "images", "iaa", 0.0, 100.0)]
         options = TrainOptions(
-            checkpoint=base, output=work / "run", datasets=datasets, steps=steps, batch_size=8, grad_accum=1,
+            checkpoint=base, output=work / "run", datasets=datasets, steps=steps, batch_size=4, grad_accum=1,
             lr=3e-3, warmup=5, sigma=4.0, train=("mlp1", "llm-layers"), device="cpu", bf16=False,
             save_every=0, seed=seed, workers=0, log_every=10,
         )
@@ -314,6 +314,7 @@ def make_image_sensitive_checkpoint(out_dir: str | Path, seed: int = 0, steps: i
             if path.is_file():
                 shutil.copy2(path, out_dir / path.name)
         shutil.copytree(work / "images", out_dir / "training_images", dirs_exist_ok=True)
+        shutil.copy2(work / "iaa.json", out_dir / "training_images" / "iaa.json")
     return out_dir
 
 
