@@ -7,7 +7,7 @@ import importlib
 import click
 
 # Module names under perceptlite/commands/, each defining `command` (a click.Command or Group).
-COMMAND_MODULES = ("score", "models", "ask", "filter", "merge", "report")
+COMMAND_MODULES = ("score", "models", "ask", "filter", "merge", "report", "eval")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -250,7 +250,7 @@ def _unidentified_reason(path: str | os.PathLike) -> str:
     try:
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
-    except OSError:
+    except (OSError, TypeError):  # TypeError: a file object rather than a path
         pass
     return _UNIDENTIFIED
 

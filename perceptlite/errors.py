@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from .manifest import ModelPackageError
-
 __all__ = ["PerceptliteError", "ModelNotFoundError", "DeviceError", "ModelPackageError"]
 
 
 class PerceptliteError(Exception):
     """Base class for user-facing errors; ``str(error)`` is one line."""
+
+
+class ModelPackageError(PerceptliteError):
+    """A model package that cannot be used (bad manifest, missing or corrupt file)."""
 
 
 class ModelNotFoundError(PerceptliteError):
@@ -17,3 +19,4 @@ class ModelNotFoundError(PerceptliteError):
 
 class DeviceError(PerceptliteError):
     """The asked ``--device`` has no execution provider in this ONNX Runtime."""
+

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ModelPackageError
+
 MANIFEST_NAME = "perceptlite.json"
 MODEL_CARD_NAME = "MODEL_CARD.md"
 FORMAT_VERSION = 1
@@ -24,9 +26,6 @@ BACKENDS = ("onnx", "gguf")
 RESIZE_MODES = ("stretch", "center-crop")
 INTERPOLATIONS = ("bicubic", "bilinear", "lanczos", "nearest")
 
-
-class ModelPackageError(Exception):
-    """A model package that cannot be used; the message is one line for the user."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from .backend import load_backend
 from .decode import DEFAULT_MAX_PIXELS, DecodeError, decode_file
-from .pipeline import ScoreResult, error_result, score_items
+from .pipeline import ScoreResult, error_result, prepare_decoded, score_items
 from .preprocess import draft_size
 from .registry import load_model
 
@@ -61,7 +61,7 @@ class RayScorer:
         for blob, path in zip(data, paths):
             try:
                 decoded = decode_file(io.BytesIO(bytes(blob)), self.max_pixels, draft)
-                prepared.append((decoded.width, decoded.height, self.backend.prepare(decoded.image)))
+                prepared.append((decoded.width, decoded.height, prepare_decoded(self.backend, decoded)))
             except DecodeError as exc:
                 prepared.append(error_result(path, str(exc)))
             except TypeError:  # decode's reason lookup stats a path; undecodable bytes end here
