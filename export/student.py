@@ -96,7 +96,7 @@ FEATURE_DIM = 2 * sum(TAP_CHANNELS) + 2 * HEAD_CHANNELS
 class Heads(nn.Module):
     """Three small MLP heads on the normalised multi-scale features; outputs sigmoid * 100."""
 
-    def __init__(self, feature_dim: int = FEATURE_DIM, hidden: int = 96, dropout: float = 0.1):
+    def __init__(self, feature_dim: int = FEATURE_DIM, hidden: int = 96, dropout: float = 0.5):
         super().__init__()
         # Feature standardisation learnt from the training set (stored as buffers, exported as constants).
         self.register_buffer("feature_mean", torch.zeros(feature_dim))

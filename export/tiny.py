@@ -282,12 +282,13 @@ def synthetic_images(out_dir: Path, count: int = 8, seed: int = 0) -> list[Path]
     return paths
 
 
-def make_image_sensitive_checkpoint(out_dir: str | Path, seed: int = 0, steps: int = 24) -> Path:
+def make_image_sensitive_checkpoint(out_dir: str | Path, seed: int = 0, steps: int = 24, base: str | Path | None = None) -> Path:
     """Generate the tiny checkpoint and fine-tune it briefly so its scores differ across images (CPU, ~1-2 min).
 
     The recipe of export.train trains the projector and the LLM's decoder layers (vision frozen) on eight
     synthetic images with spread-out targets; the result lands in `out_dir` (same layout), with the images in
-    `training_images/` and their targets in `training_images/iaa.json` (VR format).
+    `training_images/` and their targets in `training_images/iaa.json` (VR format). `base`: start from this
+    random checkpoint (from `generate`) instead of generating one.
     """
     import tempfile
 
@@ -296,7 +297,7 @@ def make_image_sensitive_checkpoint(out_dir: str | Path, seed: int = 0, steps: i
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="tiny-train-") as work:
         work = Path(work)
-        base = generate(work / "random", seed=seed)
+        base = Path(base) if base is not None else generate(work / "random", seed=seed)
         images = synthetic_images(work / "images", len(SENSITIVITY_TARGETS), seed)
         # Only the iaa prompt is trained (the fastest way to image sensitivity on a CPU); the iqa and ista
         # prompts differ from it by a word, so their scores follow the same images.

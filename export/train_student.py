@@ -160,8 +160,8 @@ def fit_heads(
     mask: np.ndarray,
     epochs: int = 60,
     batch_size: int = 128,
-    lr: float = 2e-3,
-    weight_decay: float = 1e-4,
+    lr: float = 1e-3,
+    weight_decay: float = 5e-2,
     max_steps: int | None = None,
     seed: int = 0,
 ) -> list[float]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import sys
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
+from .errors import DeviceError
 from .manifest import ModelPackage, ModelPackageError
 
 INSTALL_HINT = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "perceptlite[gguf]"'
@@ -30,11 +32,11 @@ VQA_INSTRUCTION = (
 )
 CONTEXT_TOKENS = 2048
 BATCH_TOKENS = 512
-_GGML_LOG_LEVEL_ERROR = 3
+_GGML_LOG_LEVEL_ERROR = 4  # enum ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
 
 
 class _LlamaLogs:
-    """Route llama.cpp and mtmd log lines: silent unless verbose, remembering the last error."""
+    """Route llama.cpp and mtmd log lines: silent unless verbose, remembering the first error."""
 
     def __init__(self, llama_cpp: Any, mtmd_cpp: Any) -> None:
         self.verbose = False
@@ -46,11 +48,9 @@ class _LlamaLogs:
 
     def _log(self, level: int, text: bytes, user_data: Any) -> None:
         line = text.decode("utf-8", "replace")
-        if level == _GGML_LOG_LEVEL_ERROR and line.strip():
+        if level == _GGML_LOG_LEVEL_ERROR and line.strip() and not self.last_error:
             self.last_error = line.strip()
         if self.verbose:
-            import sys
-
             sys.stderr.write(line)
 
 
@@ -131,13 +131,13 @@ class GgufBackend:
 
     def _choose_offload(self, device: str) -> bool:
         if device not in ("auto", "cpu", "cuda"):
-            raise ModelPackageError(f"unknown device {device!r} for a gguf model (use auto, cpu or cuda)")
+            raise DeviceError(f"unknown device {device!r} for a gguf model (use auto, cpu or cuda)")
         if device == "cpu":
             return False
         supported = bool(self._llama_cpp.llama_supports_gpu_offload())
         if device == "cuda" and not supported:
-            raise ModelPackageError(
-                "this llama-cpp-python build has no GPU backend; rebuild it with "
+            raise DeviceError(
+                "--device cuda: this llama-cpp-python build has no GPU backend; rebuild it with "
                 'CMAKE_ARGS="-DGGML_CUDA=on" (see docs/gguf.md) or use --device cpu'
             )
         return supported

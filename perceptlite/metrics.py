@@ -9,6 +9,7 @@ it is installed (``pip install scipy``), else PLCC falls back to the plain linea
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,13 @@ def logistic4(x, b1: float, b2: float, b3: float, b4: float):
     return (b1 - b2) / (1.0 + np.exp(-(np.asarray(x, dtype=np.float64) - b3) / abs(b4))) + b2
 
 
+def _logistic4_jacobian(x, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    width = abs(b4)
+    s = 1.0 / (1.0 + np.exp(-(np.asarray(x, dtype=np.float64) - b3) / width))
+    slope = (b1 - b2) * s * (1.0 - s)
+    return np.stack([s, 1.0 - s, -slope / width, -slope * (x - b3) / width**2 * np.sign(b4)], axis=1)
+
+
 def fit_logistic(predicted, truth) -> tuple[float, float, float, float] | None:
     """Least-squares fit of `logistic4` from predictions to ground truth; None if scipy is absent or it fails."""
     x, y = _as_pair(predicted, truth)
@@ -84,14 +92,17 @@ def fit_logistic(predicted, truth) -> tuple[float, float, float, float] | None:
         from scipy.optimize import curve_fit  # optional: only this fit needs scipy
     except ImportError:
         return None
-    spread = float(x.std()) or 1.0
-    initial = [float(y.max()), float(y.min()), float(x.mean()), spread / 4.0]
+    # Fit on standardised predictions (well conditioned, analytic Jacobian), then map back to x's scale.
+    centre, spread = float(x.mean()), float(x.std()) or 1.0
+    z = (x - centre) / spread
+    initial = [float(y.max()), float(y.min()), 0.0, 1.0]
     try:
-        with np.errstate(over="ignore"):
-            parameters, _ = curve_fit(logistic4, x, y, p0=initial, maxfev=20000)
+        with np.errstate(over="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "covariance could not be estimated" is irrelevant here
+            (b1, b2, b3, b4), _ = curve_fit(logistic4, z, y, p0=initial, jac=_logistic4_jacobian, maxfev=20000)
     except (RuntimeError, ValueError):
         return None
-    return tuple(float(p) for p in parameters)
+    return float(b1), float(b2), centre + spread * float(b3), spread * abs(float(b4))
 
 
 def plcc(predicted, truth, fit: bool = True) -> float:

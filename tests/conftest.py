@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from _unipercept_fixtures import unipercept_sensitive_checkpoint, unipercept_tiny_checkpoint  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"

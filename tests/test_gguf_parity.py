@@ -241,17 +241,24 @@ def test_corrupted_gguf_is_refused_by_its_hash(package: Path, tmp_path: Path) ->
         load_package(copy)
 
 
-def test_gguf_that_llama_cpp_cannot_load_is_refused(package: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name, damage, reason",
+    [
+        ("model-q8_0.gguf", lambda data: data[: len(data) // 3], "not within the file bounds"),
+        ("mmproj-f16.gguf", lambda data: b"junk" + data[4:], "invalid magic"),
+    ],
+)
+def test_gguf_that_llama_cpp_cannot_load_is_refused(package: Path, tmp_path: Path, name: str, damage, reason: str) -> None:
     copy = _copy_package(package, tmp_path / "pkg")
-    model = copy / "model-q8_0.gguf"
-    data = model.read_bytes()
-    model.write_bytes(data[: len(data) // 3])  # truncated, then re-hashed so only llama.cpp can notice
+    target = copy / name
+    target.write_bytes(damage(target.read_bytes()))  # then re-hashed, so only llama.cpp can notice
     manifest = json.loads((copy / "perceptlite.json").read_text())
     write_package(copy, {**manifest, "files": list(manifest["files"])}, (copy / "MODEL_CARD.md").read_text())
     with pytest.raises(ModelPackageError) as caught:
         GgufBackend(load_package(copy), device="cpu", threads=1)
     message = str(caught.value)
-    assert "model-q8_0.gguf: llama.cpp cannot load this GGUF file" in message and "\n" not in message
+    assert f"{name}: llama.cpp cannot load this GGUF file" in message and reason in message
+    assert "\n" not in message
 
 
 def test_missing_llama_cpp_python_gives_install_command(package: Path) -> None:
@@ -310,9 +317,3 @@ def test_cli_ask_refuses_a_missing_image(package: Path, tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "nope.jpg" in result.stderr and "Traceback" not in result.stderr
 
-
-@pytest.fixture(scope="module")
-def unipercept_sensitive_checkpoint(tmp_path_factory):  # TEMPORARY until the shared fixture lands
-    from export import tiny
-
-    return tiny.generate(tmp_path_factory.mktemp("tiny") / "tiny")

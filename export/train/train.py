@@ -363,7 +363,7 @@ def run_training(options: TrainOptions) -> Path:
                 print(f"step {step}/{options.steps}  mean |score - target| {sum(window) / len(window):.2f}  "
                       f"lr {scheduler.get_last_lr()[0]:.2e}  {time.time() - started:.0f}s", file=sys.stderr)
                 window = []
-            if options.save_every > 0 and step % options.save_every == 0 and step < options.steps:
+            if options.save_every > 0 and (step % options.save_every == 0 or step == options.steps):
                 save_checkpoint(model, optimizer, scheduler, options, step)
             if exhausted:
                 break
