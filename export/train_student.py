@@ -95,7 +95,7 @@ def targets_of(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
 def _cached_rows(cache_dir: Path, size: int) -> dict[str, tuple[Path, int]]:
     """record key -> (chunk file, row) for every feature row already cached at this size."""
     rows = {}
-    for keys_file in sorted(cache_dir.glob(f"size{size}-*.keys.json")):
+    for keys_file in sorted(cache_dir.glob(f"size{size}-dim{FEATURE_DIM}-*.keys.json")):
         array_file = keys_file.with_name(keys_file.name.replace(".keys.json", ".npy"))
         if array_file.is_file():
             for row, key in enumerate(json.loads(keys_file.read_text(encoding="utf-8"))):
@@ -104,7 +104,7 @@ def _cached_rows(cache_dir: Path, size: int) -> dict[str, tuple[Path, int]]:
 
 
 def _save_chunk(cache_dir: Path, size: int, keys: list[str], block: np.ndarray) -> None:
-    name = f"size{size}-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
+    name = f"size{size}-dim{FEATURE_DIM}-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
     np.save(cache_dir / f"{name}.npy", block)
     # The keys file is written last: a chunk counts as cached only once both files exist.
     (cache_dir / f"{name}.keys.json").write_text(json.dumps(keys), encoding="utf-8")

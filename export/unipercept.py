@@ -311,6 +311,11 @@ def read_config(checkpoint_dir: str | Path) -> dict:
     return config
 
 
+def system_message(checkpoint_dir: str | Path) -> str:
+    """The system message a checkpoint rates with: its config's `system_message`, else InternVL's default."""
+    return read_config(checkpoint_dir).get("system_message") or DEFAULT_SYSTEM_MESSAGE
+
+
 def _load_state_dict(checkpoint_dir: Path, dtype: torch.dtype) -> dict:
     from safetensors.torch import load_file
 
@@ -391,7 +396,7 @@ class ReferenceScorer:
         self.model = load_internvl(self.checkpoint_dir, dtype=dtype, device=device)
         self.model.img_context_token_id = self.img_context_id  # the remote code reads it in its own methods
         self.num_image_tokens = int(self.model.num_image_token)
-        self.system_message = self.config.get("system_message") or DEFAULT_SYSTEM_MESSAGE
+        self.system_message = system_message(self.checkpoint_dir)
 
     @property
     def language_model(self) -> nn.Module:
