@@ -227,7 +227,7 @@ def verdicts(result: dict) -> list[tuple[str, str, str, bool]]:
     for axis, value in result.get("int8_vs_fp32_srcc", {}).items():
         add(f"int8 vs fp32 SRCC ({axis})", value, TARGETS["int8_vs_fp32_srcc"], True)
     if "onnx_vs_torch_max_abs" in result:
-        add("ONNX vs torch max |diff|", result["onnx_vs_torch_max_abs"], TARGETS["onnx_vs_torch_max_abs"], False)
+        add("ONNX vs torch max abs diff", result["onnx_vs_torch_max_abs"], TARGETS["onnx_vs_torch_max_abs"], False)
     add("largest model file (MB)", result["model_mb"], TARGETS["model_mb"], False)
     return rows
 

@@ -167,7 +167,7 @@ def write_tokenizer(out_dir: Path) -> None:
         model_max_length=16384,
         chat_template=CHAT_TEMPLATE,
     )
-    fast.save_pretrained(str(out_dir))
+    fast.save_pretrained(str(out_dir), save_jinja_files=False)  # chat template inside tokenizer_config.json, as InternVL ships it
     _write_slow_tokenizer_files(out_dir, vocab, merges)
 
 

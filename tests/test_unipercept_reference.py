@@ -56,16 +56,18 @@ def test_tiny_checkpoint_has_unipercepts_layout(unipercept_tiny_checkpoint: Path
     assert "language_model.model.embed_tokens.weight" in names and "language_model.lm_head.weight" in names
 
 
-def test_generation_is_seeded(unipercept_tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_generation_is_seeded(unipercept_tiny_checkpoint: Path) -> None:
     from safetensors.torch import load_file
 
     from export import tiny
 
-    again = load_file(str(tiny.generate(tmp_path / "again", seed=0) / "model.safetensors"))
     first = load_file(str(unipercept_tiny_checkpoint / "model.safetensors"))
-    assert all(torch.equal(first[k], again[k]) for k in first)
-    other = load_file(str(tiny.generate(tmp_path / "other", seed=1) / "model.safetensors"))
+    again = tiny.random_weights(tiny.checkpoint_config(), seed=0)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    other = tiny.random_weights(tiny.checkpoint_config(), seed=1)
     assert not torch.equal(first["mlp1.1.weight"], other["mlp1.1.weight"])
+    layer_scale = first["vision_model.encoder.layers.0.ls1"].float()
+    assert 0.5 <= float(layer_scale.min()) and float(layer_scale.max()) <= 1.5 and float(layer_scale.std()) > 0.1
 
 
 def test_tokenizer_is_qwen2_with_internvl_tokens(scorer) -> None:
@@ -178,3 +180,22 @@ def test_teacher_protocol(unipercept_sensitive_checkpoint: Path, scorer, trainin
     assert labels == pytest.approx(scorer.rate(training_images[1][0]), abs=1e-3)
     assert all(0.0 <= v <= 100.0 for v in labels.values())
     assert {"name", "axes", "weights", "mapping"} <= set(teacher.describe())
+
+
+def test_llama_cpp_converter_recognises_the_tokenizer(unipercept_tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from export import llama_cpp_source
+
+    out = tmp_path / "vocab.gguf"
+    env = {**__import__("os").environ, "PYTHONPATH": str(llama_cpp_source.gguf_py_dir())}
+    result = subprocess.run(
+        [sys.executable, str(llama_cpp_source.converter_script()), str(unipercept_tiny_checkpoint), "--vocab-only",
+         "--outfile", str(out)], capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    reader = llama_cpp_source.import_gguf().GGUFReader(str(out))
+    assert reader.fields["tokenizer.ggml.pre"].contents() == "qwen2"
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    assert tokens[151665:151668] == ["<img>", "</img>", "<IMG_CONTEXT>"]

@@ -20,7 +20,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -128,7 +128,6 @@ class TrainOptions:
     seed: int = 0
     workers: int = 2
     log_every: int = 10
-    extra: dict = field(default_factory=dict)
 
 
 class RatingPrompts:
