@@ -70,13 +70,16 @@ def _run_label(args: list[str]) -> None:
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimiser steps (smoke tests).")
 @click.option("--limit", type=int, default=None, help="Use only the first N training records (smoke tests).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
-def train(work: Path, labels: tuple[Path, ...], size: int | None, epochs: int, max_steps: int | None, limit: int | None, seed: int) -> None:
-    """Train the student's heads on the labels (held-out images excluded)."""
-    from .train_student import DEFAULT_SIZE, train as run_train
+@click.option("--finetune-from", type=int, default=None, help="First backbone block fine-tuned with the heads (0-16; 16 keeps the backbone frozen); default from export.train_student.")
+@click.option("--finetune-epochs", type=int, default=4, show_default=True, help="Epochs of fine-tuning the late blocks with the heads (0 trains the heads only).")
+def train(work: Path, labels: tuple[Path, ...], size: int | None, epochs: int, max_steps: int | None, limit: int | None, seed: int, finetune_from: int | None, finetune_epochs: int) -> None:
+    """Train the student's heads, then fine-tune its late blocks with them (held-out images excluded)."""
+    from .train_student import DEFAULT_FINETUNE_FROM, DEFAULT_SIZE, train as run_train
 
     summary = run_train(
         _labels(work, labels), work / "student.pt", size=size or DEFAULT_SIZE, epochs=epochs, seed=seed,
         cache_dir=work / "features", max_steps=max_steps, limit=limit,
+        finetune_from=DEFAULT_FINETUNE_FROM if finetune_from is None else finetune_from, finetune_epochs=finetune_epochs,
     )
     click.echo(f"trained on {summary['records']} records ({summary['sources']} images), final loss {summary['final_loss']:.5f}")
 
@@ -169,9 +172,11 @@ def package(work: Path, out: Path, teachers: tuple[str, ...], name: str, version
 @click.option("--size", type=int, default=None, help="Input resolution (square).")
 @click.option("--epochs", type=int, default=60, show_default=True, help="Training epochs over the cached features.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
+@click.option("--finetune-from", type=int, default=None, help="First backbone block fine-tuned with the heads (16 keeps it frozen).")
+@click.option("--finetune-epochs", type=int, default=4, show_default=True, help="Epochs of fine-tuning the late blocks with the heads.")
 @click.option("--ladder-images", type=int, default=12, show_default=True, help="Held-out reference images per ladder.")
 @click.pass_context
-def all_steps(ctx: click.Context, corpus: tuple[Path, ...], work: Path, out: Path, teachers: tuple[str, ...], size: int | None, epochs: int, seed: int, ladder_images: int) -> None:
+def all_steps(ctx: click.Context, corpus: tuple[Path, ...], work: Path, out: Path, teachers: tuple[str, ...], size: int | None, epochs: int, seed: int, finetune_from: int | None, finetune_epochs: int, ladder_images: int) -> None:
     """Run every step: label the corpus, train, export, quantize, measure, package."""
     command = _command_line()
     work.mkdir(parents=True, exist_ok=True)
@@ -179,7 +184,10 @@ def all_steps(ctx: click.Context, corpus: tuple[Path, ...], work: Path, out: Pat
     for name in teachers:
         label_args += ["--teacher", name]
     _run_label(label_args + ["--out", str(work / "labels.jsonl"), "--seed", str(seed)])
-    ctx.invoke(train, work=work, labels=(), size=size, epochs=epochs, max_steps=None, limit=None, seed=seed)
+    ctx.invoke(
+        train, work=work, labels=(), size=size, epochs=epochs, max_steps=None, limit=None, seed=seed,
+        finetune_from=finetune_from, finetune_epochs=finetune_epochs,
+    )
     ctx.invoke(export_cmd, work=work)
     ctx.invoke(quantize, work=work, calibration_images=64)
     ctx.invoke(measure, work=work, ladder_images=ladder_images, limit=None)

@@ -122,10 +122,24 @@ class Student(nn.Module):
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """The multi-scale pooled features the heads read: [N, FEATURE_DIM]."""
+        early, x = self.trunk(pixels, len(self.backbone._blocks))
+        return self.features_from(early, x, len(self.backbone._blocks))
+
+    def trunk(self, pixels: torch.Tensor, until: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run blocks [0, until): the pooled stats of their taps [N, D] and the last feature map."""
         x = self.backbone.stem(pixels)
         taps = []
-        for index, block in enumerate(self.backbone._blocks):
+        for index, block in enumerate(self.backbone._blocks[:until]):
             x = block(x)
+            if index in TAP_BLOCKS:
+                taps.append(pooled_stats(x))
+        return torch.cat(taps, dim=1), x
+
+    def features_from(self, early: torch.Tensor, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Finish :meth:`features` from the output of :meth:`trunk` (blocks from `start` on)."""
+        taps = [early]
+        for index in range(start, len(self.backbone._blocks)):
+            x = self.backbone._blocks[index](x)
             if index in TAP_BLOCKS:
                 taps.append(pooled_stats(x))
         # Head features: mean only (their standard deviation measured no better on held-out images).

@@ -81,7 +81,7 @@ def test_another_model_does_not_reuse_the_scores(tmp_path, model):
 
 
 def test_killed_run_resumes_and_scores_each_file_once(tmp_path):
-    slow = build_tiny_package(tmp_path / "slow", name="tiny-slow", slow_layers=40)
+    slow = build_tiny_package(tmp_path / "slow", name="tiny-slow", slow_layers=800)
     images = tmp_path / "images"
     total = 240
     make_images(images, total)
@@ -119,7 +119,8 @@ def test_killed_run_resumes_and_scores_each_file_once(tmp_path):
 
 
 def test_ctrl_c_commits_what_was_scored(tmp_path):
-    slow = build_tiny_package(tmp_path / "slow", name="tiny-slow", slow_layers=40)
+    # ~8 ms a batch here: the first commit (64 images) comes well before the last of 200 images
+    slow = build_tiny_package(tmp_path / "slow", name="tiny-slow", slow_layers=800)
     images = tmp_path / "images"
     make_images(images, 200)
     cache = tmp_path / "scores.db"
@@ -129,8 +130,7 @@ def test_ctrl_c_commits_what_was_scored(tmp_path):
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
     while cached_rows(cache) == 0 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.1)
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode not in (0, None) and "Traceback" not in stderr, stderr
