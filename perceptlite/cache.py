@@ -182,7 +182,22 @@ class ScoreCache:
         return connection
 
     def _initialise(self) -> None:
+        # Check and create inside one write transaction, so that runs starting together on a new
+        # file queue on SQLite's lock instead of racing each other through the checks.
         db = self._writer
+        self._until_unlocked(lambda: db.execute("BEGIN IMMEDIATE"))
+        try:
+            self._check_or_create(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        # Changing the journal mode needs the file to itself; another run may be reading it.
+        self._until_unlocked(lambda: db.execute("PRAGMA journal_mode = WAL").fetchone())
+        db.execute("PRAGMA synchronous = NORMAL")  # with WAL: a killed process loses nothing committed
+
+    def _check_or_create(self, db: sqlite3.Connection) -> None:
         application_id = db.execute("PRAGMA application_id").fetchone()[0]
         tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         if application_id != APPLICATION_ID and tables:
@@ -194,21 +209,23 @@ class ScoreCache:
             problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
             if problems != ["ok"]:
                 raise CacheError(f"{self.path}: corrupt score cache ({_one_line('; '.join(problems))}); move it aside or delete it to start a new one")
-        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")  # with WAL: a killed process loses nothing committed
-        if application_id != APPLICATION_ID:
-            db.execute("BEGIN IMMEDIATE")
+            return
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _until_unlocked(self, step):
+        """Run `step`, retrying while SQLite reports the file busy (it skips its busy handler on some locks)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
             try:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                return step()
+            except sqlite3.OperationalError as exc:
+                if not ("locked" in str(exc) or "busy" in str(exc)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _find(self, db: sqlite3.Connection, identity: FileIdentity) -> tuple | None:
         columns = "iaa, iqa, ista, width, height"
