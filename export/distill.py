@@ -71,7 +71,7 @@ def _run_label(args: list[str]) -> None:
 @click.option("--limit", type=int, default=None, help="Use only the first N training records (smoke tests).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
 @click.option("--finetune-from", type=int, default=None, help="First backbone block fine-tuned with the heads (0-16; 16 keeps the backbone frozen); default from export.train_student.")
-@click.option("--finetune-epochs", type=int, default=4, show_default=True, help="Epochs of fine-tuning the late blocks with the heads (0 trains the heads only).")
+@click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Epochs of fine-tuning the late blocks with the heads (0 trains the heads only, as the shipped model).")
 def train(work: Path, labels: tuple[Path, ...], size: int | None, epochs: int, max_steps: int | None, limit: int | None, seed: int, finetune_from: int | None, finetune_epochs: int) -> None:
     """Train the student's heads, then fine-tune its late blocks with them (held-out images excluded)."""
     from .train_student import DEFAULT_FINETUNE_FROM, DEFAULT_SIZE, train as run_train
@@ -173,7 +173,7 @@ def package(work: Path, out: Path, teachers: tuple[str, ...], name: str, version
 @click.option("--epochs", type=int, default=60, show_default=True, help="Training epochs over the cached features.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
 @click.option("--finetune-from", type=int, default=None, help="First backbone block fine-tuned with the heads (16 keeps it frozen).")
-@click.option("--finetune-epochs", type=int, default=4, show_default=True, help="Epochs of fine-tuning the late blocks with the heads.")
+@click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Epochs of fine-tuning the late blocks with the heads (0: heads only).")
 @click.option("--ladder-images", type=int, default=12, show_default=True, help="Held-out reference images per ladder.")
 @click.pass_context
 def all_steps(ctx: click.Context, corpus: tuple[Path, ...], work: Path, out: Path, teachers: tuple[str, ...], size: int | None, epochs: int, seed: int, finetune_from: int | None, finetune_epochs: int, ladder_images: int) -> None:

@@ -122,7 +122,7 @@ def _save_chunk(cache_dir: Path, prefix: str, keys: list[str], early: np.ndarray
 def extract_trunk(
     student: Student, records: Sequence[dict], size: int, start: int, cache_dir: Path | None = None, batch: int = 16
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Frozen blocks [0, start) per record: tap statistics [N, D] and feature maps (float16), cached per record key."""
+    """Frozen blocks [0, start) per record: tap statistics [N, D] and feature maps, cached per record key."""
     student.eval()
     keys = [record_key(r) for r in records]
     prefix = _cache_prefix(size, start)
@@ -150,7 +150,7 @@ def extract_trunk(
             for first in range(0, len(arrays), batch):
                 early, maps = student.trunk(torch.from_numpy(np.stack(arrays[first : first + batch])), start)
                 early_parts.append(early.numpy())
-                map_parts.append(maps.numpy().astype(np.float16))
+                map_parts.append(maps.numpy())
                 bar.update(len(arrays[first : first + batch]))
             early_block, map_block = np.concatenate(early_parts), np.concatenate(map_parts)
             for row, index in enumerate(chunk):
@@ -294,7 +294,7 @@ def train(
     max_steps: int | None = None,
     limit: int | None = None,
     finetune_from: int = DEFAULT_FINETUNE_FROM,
-    finetune_epochs: int = 4,
+    finetune_epochs: int = 0,
 ) -> dict:
     """Train a student from label files and save its state dict; returns a training summary."""
     seed_everything(seed)
@@ -304,7 +304,9 @@ def train(
     if not records:
         raise SystemExit(f"{', '.join(map(str, label_files))}: no training records (all held out or empty)")
     student = build_student(pretrained=True)
-    start = min(max(finetune_from, 0), len(student.backbone._blocks))
+    blocks = len(student.backbone._blocks)
+    # Heads only: cache the last block's map, so that only the head conv runs per training pass.
+    start = blocks if finetune_epochs <= 0 else min(max(finetune_from, 0), blocks)
     early, maps = extract_trunk(student, records, size, start, cache_dir)
     targets, mask = targets_of(records)
     features = features_from_trunk(student, early, maps, start)

@@ -59,7 +59,7 @@ def factory_run(tmp_path_factory):
     steps = [
         ("label", "--teacher", "iqa-synthetic", "--teacher", "ista", "--images", str(images),
          "--out", str(work / "labels.jsonl"), "--distortions-per-image", "2"),
-        ("train", "--work", str(work), "--size", str(SIZE), "--max-steps", "2"),
+        ("train", "--work", str(work), "--size", str(SIZE), "--max-steps", "2", "--finetune-from", "14", "--finetune-epochs", "1"),
         ("export", "--work", str(work)),
         ("quantize", "--work", str(work), "--calibration-images", "4"),
         ("measure", "--work", str(work), "--ladder-images", "1"),
