@@ -198,26 +198,12 @@ def fit_heads(
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=max(total, 1))
     generator = torch.Generator().manual_seed(seed)
-    losses, step = [], 0
     heads.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        running = 0.0
-        for begin in range(0, len(x), batch_size):
-            if step >= total:
-                break
-            idx = order[begin : begin + batch_size]
-            pred = heads(x[idx]) / 100.0
-            loss = (((pred - y[idx]) ** 2) * m[idx]).sum() / m[idx].sum().clamp(min=1.0)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            running += float(loss.detach()) * len(idx)
-            step += 1
-        losses.append(running / len(x))
-        if step >= total:
-            break
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return _masked_mse(heads(x[idx]) / 100.0, y[idx], m[idx])
+
+    losses = _run_epochs(len(x), epochs, batch_size, total, generator, optimiser, schedule, batch_loss)
     heads.eval()
     return losses
 
@@ -256,31 +242,46 @@ def finetune(
     generator = torch.Generator().manual_seed(seed)
     y = torch.from_numpy(targets / 100.0)
     m = torch.from_numpy(mask)
-    losses, step = [], 0
     backbone.eval()
     student.heads.train()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        x = torch.from_numpy(maps[idx.numpy()].astype(np.float32))
+        flip = torch.rand(len(idx), generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        pred = student.heads(student.features_from(torch.from_numpy(early[idx.numpy()]), x, start)) / 100.0
+        return _masked_mse(pred, y[idx], m[idx])
+
+    losses = _run_epochs(len(maps), epochs, batch_size, total, generator, optimiser, schedule, batch_loss)
+    student.eval()
+    return losses
+
+
+def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the (sample, axis) cells a teacher labelled."""
+    return (((pred - target) ** 2) * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def _run_epochs(count, epochs, batch_size, total, generator, optimiser, schedule, batch_loss) -> list[float]:
+    """Shuffled mini-batch steps until `total` steps; returns the mean loss of each epoch."""
+    losses, step = [], 0
     for _ in range(epochs):
-        order = torch.randperm(len(maps), generator=generator)
+        order = torch.randperm(count, generator=generator)
         running = 0.0
-        for begin in range(0, len(maps), batch_size):
+        for begin in range(0, count, batch_size):
             if step >= total:
                 break
             idx = order[begin : begin + batch_size]
-            x = torch.from_numpy(maps[idx.numpy()].astype(np.float32))
-            flip = torch.rand(len(idx), generator=generator) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            pred = student.heads(student.features_from(torch.from_numpy(early[idx.numpy()]), x, start)) / 100.0
-            loss = (((pred - y[idx]) ** 2) * m[idx]).sum() / m[idx].sum().clamp(min=1.0)
+            loss = batch_loss(idx)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
             running += float(loss.detach()) * len(idx)
             step += 1
-        losses.append(running / len(maps))
+        losses.append(running / count)
         if step >= total:
             break
-    student.eval()
     return losses
 
 
