@@ -1,10 +1,11 @@
 """Print every acceptance number of issue 3 for a distilled student package, on held-out images.
 
     python bench/student_acceptance.py --package models/perceptlite-base \\
-        --labels artifacts/labels/labels-v1.jsonl
+        --labels artifacts/distill/labels.jsonl
 
 Scores go through ONNX Runtime with the package's own files (fp32 and int8 when present). The
-labels file provides the teacher labels; only images held out by export/splits.py are used.
+labels file provides the teacher labels; only images held out by export/splits.py are used
+(clean and distorted; crop views are left out).
 """
 
 from __future__ import annotations

@@ -59,8 +59,12 @@ class OnnxStudent:
 
 
 def heldout_records(label_files: Sequence[str | Path], limit: int | None = None) -> list[dict]:
-    """Label records whose source image is in the held-out split (deterministic order)."""
-    records = [r for r in read_records(label_files) if is_heldout(r["source"])]
+    """Label records of held-out images, clean or distorted (deterministic order).
+
+    Clean crops (`view` records) are left out, so that the numbers stay comparable across label files
+    made with and without views.
+    """
+    records = [r for r in read_records(label_files) if is_heldout(r["source"]) and not r.get("view")]
     return records if limit is None else records[:limit]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 DEFAULT_TEACHERS = ("nima", "iqa-synthetic", "ista")
+DEFAULT_VIEWS = 4
 
 work_option = click.option(
     "--work", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/distill"), show_default=True,
@@ -71,15 +72,16 @@ def _run_label(args: list[str]) -> None:
 @click.option("--limit", type=int, default=None, help="Use only the first N training records (smoke tests).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
 @click.option("--finetune-from", type=int, default=None, help="First backbone block fine-tuned with the heads (0-16; 16 keeps the backbone frozen); default from export.train_student.")
-@click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Epochs of fine-tuning the late blocks with the heads (0 trains the heads only, as the shipped model).")
-def train(work: Path, labels: tuple[Path, ...], size: int | None, epochs: int, max_steps: int | None, limit: int | None, seed: int, finetune_from: int | None, finetune_epochs: int) -> None:
+@click.option("--finetune-epochs", type=int, default=None, help="Epochs of fine-tuning blocks from --finetune-from with the heads (0 trains the heads only); default from export.train_student (2).")
+def train(work: Path, labels: tuple[Path, ...], size: int | None, epochs: int, max_steps: int | None, limit: int | None, seed: int, finetune_from: int | None, finetune_epochs: int | None) -> None:
     """Train the student's heads, then fine-tune its late blocks with them (held-out images excluded)."""
-    from .train_student import DEFAULT_FINETUNE_FROM, DEFAULT_SIZE, train as run_train
+    from .train_student import DEFAULT_FINETUNE_EPOCHS, DEFAULT_FINETUNE_FROM, DEFAULT_SIZE, train as run_train
 
     summary = run_train(
         _labels(work, labels), work / "student.pt", size=size or DEFAULT_SIZE, epochs=epochs, seed=seed,
         cache_dir=work / "features", max_steps=max_steps, limit=limit,
-        finetune_from=DEFAULT_FINETUNE_FROM if finetune_from is None else finetune_from, finetune_epochs=finetune_epochs,
+        finetune_from=DEFAULT_FINETUNE_FROM if finetune_from is None else finetune_from,
+        finetune_epochs=DEFAULT_FINETUNE_EPOCHS if finetune_epochs is None else finetune_epochs,
     )
     click.echo(f"trained on {summary['records']} records ({summary['sources']} images), final loss {summary['final_loss']:.5f}")
 
@@ -169,21 +171,22 @@ def package(work: Path, out: Path, teachers: tuple[str, ...], name: str, version
 @work_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Package folder to write.")
 @click.option("--teacher", "teachers", multiple=True, default=DEFAULT_TEACHERS, show_default=True, help="Teachers to label with.")
+@click.option("--views-per-image", type=int, default=DEFAULT_VIEWS, show_default=True, help="Clean crops per image labelled besides the clean image and its 4 distorted copies.")
 @click.option("--size", type=int, default=None, help="Input resolution (square).")
 @click.option("--epochs", type=int, default=60, show_default=True, help="Training epochs over the cached features.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
 @click.option("--finetune-from", type=int, default=None, help="First backbone block fine-tuned with the heads (16 keeps it frozen).")
-@click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Epochs of fine-tuning the late blocks with the heads (0: heads only).")
+@click.option("--finetune-epochs", type=int, default=None, help="Epochs of fine-tuning blocks from --finetune-from with the heads (0: heads only); default 2.")
 @click.option("--ladder-images", type=int, default=12, show_default=True, help="Held-out reference images per ladder.")
 @click.pass_context
-def all_steps(ctx: click.Context, corpus: tuple[Path, ...], work: Path, out: Path, teachers: tuple[str, ...], size: int | None, epochs: int, seed: int, finetune_from: int | None, finetune_epochs: int, ladder_images: int) -> None:
+def all_steps(ctx: click.Context, corpus: tuple[Path, ...], work: Path, out: Path, teachers: tuple[str, ...], views_per_image: int, size: int | None, epochs: int, seed: int, finetune_from: int | None, finetune_epochs: int | None, ladder_images: int) -> None:
     """Run every step: label the corpus, train, export, quantize, measure, package."""
     command = _command_line()
     work.mkdir(parents=True, exist_ok=True)
     label_args = ["--images", *map(str, corpus)]
     for name in teachers:
         label_args += ["--teacher", name]
-    _run_label(label_args + ["--out", str(work / "labels.jsonl"), "--seed", str(seed)])
+    _run_label(label_args + ["--out", str(work / "labels.jsonl"), "--seed", str(seed), "--views-per-image", str(views_per_image)])
     ctx.invoke(
         train, work=work, labels=(), size=size, epochs=epochs, max_steps=None, limit=None, seed=seed,
         finetune_from=finetune_from, finetune_epochs=finetune_epochs,

@@ -4,12 +4,15 @@
         --images ../shared/corpus --out artifacts/labels/labels.jsonl --distortions-per-image 4 --seed 0
 
 Every image is first downscaled so its long side is at most --max-side (bicubic, antialiased), then
-labelled clean and as --distortions-per-image distorted copies (kind, level and seed chosen
-deterministically from --seed and the file's relative path). Each sample gets every axis the teachers
-provide. One JSON record per line:
+labelled clean, as --distortions-per-image distorted copies (kind, level and seed chosen
+deterministically from --seed and the file's relative path) and as --views-per-image clean views
+(a random crop, sometimes mirrored, also fixed by --seed and the path). Views give the teachers more
+pictures to rate from the same files: the student sees how the aesthetic and texture scores move
+with framing. Each sample gets every axis the teachers provide. One JSON record per line:
 
     {"key": ..., "root": "<images root as given>", "source": "<path relative to root>", "max_side": 512,
      "size": [w, h], "distortion": null | {"kind", "level", "seed"},
+     ("view": {"box": [x0, y0, x1, y1] as fractions of the image, "flip": bool}, views only)
      "iaa": .., "iqa": .., "ista": .., "teachers": {"nima": {...}, "iqa-synthetic": {...}, ...}}
 
 Re-running the same command skips every key already in the file (append-only, flushed per record,
@@ -39,16 +42,20 @@ DEFAULT_MAX_SIDE = 512
 
 @dataclass(frozen=True)
 class Sample:
-    """One image to label: a file (root + relative source) and an optional distortion."""
+    """One image to label: a file (root + relative source), an optional distortion or clean view."""
 
     root: str
     source: str
     distortion: dict | None
+    view: dict | None = None
 
     @property
     def key(self) -> str:
-        """Stable identity used for resuming: root folder name + relative path + distortion."""
+        """Stable identity used for resuming: root folder name + relative path + distortion or view."""
         name = f"{Path(self.root).name}/{self.source}"
+        if self.view is not None:
+            box = ",".join(f"{v:.4f}" for v in self.view["box"])
+            return f"{name}|view|{box}|{'flip' if self.view['flip'] else 'noflip'}"
         if self.distortion is None:
             return f"{name}|clean"
         d = self.distortion
@@ -88,13 +95,38 @@ def choose_distortions(source: str, count: int, seed: int, kinds: tuple[str, ...
     ]
 
 
+def choose_views(source: str, count: int, seed: int) -> list[dict]:
+    """`count` crops covering 30-90 % of the image (aspect within 3:4..4:3 of it), half mirrored, fixed by (seed, source)."""
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(source.encode()), 1])
+    views = []
+    for _ in range(count):
+        area = rng.uniform(0.3, 0.9)
+        stretch = float(np.exp(rng.uniform(np.log(0.75), np.log(4 / 3))))
+        width, height = min(1.0, np.sqrt(area * stretch)), min(1.0, np.sqrt(area / stretch))
+        left, top = rng.uniform(0.0, 1.0 - width), rng.uniform(0.0, 1.0 - height)
+        box = [round(float(v), 4) for v in (left, top, left + width, top + height)]
+        views.append({"box": box, "flip": bool(rng.random() < 0.5)})
+    return views
+
+
+def apply_view(image: Image.Image, view: dict) -> Image.Image:
+    """Crop `image` to a view's fractional box (at least 1 pixel) and mirror it if the view says so."""
+    x0, y0, x1, y1 = view["box"]
+    left, top = int(round(x0 * image.width)), int(round(y0 * image.height))
+    right = max(left + 1, int(round(x1 * image.width)))
+    bottom = max(top + 1, int(round(y1 * image.height)))
+    cropped = image.crop((left, top, min(right, image.width), min(bottom, image.height)))
+    return cropped.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view["flip"] else cropped
+
+
 def iter_samples(
     roots: Iterable[str | Path],
     distortions_per_image: int = 4,
     seed: int = 0,
     kinds: tuple[str, ...] = TRAIN_KINDS + HELDOUT_KINDS,
+    views_per_image: int = 0,
 ) -> Iterator[Sample]:
-    """Every sample the labeller produces, in order: per image the clean one, then its distorted copies."""
+    """Every sample the labeller produces, in order: per image the clean one, its distorted copies, its views."""
     for root in roots:
         root_path = Path(root)
         base = root_path.parent if root_path.is_file() else root_path
@@ -103,12 +135,16 @@ def iter_samples(
             yield Sample(str(base), source, None)
             for distortion in choose_distortions(source, distortions_per_image, seed, kinds):
                 yield Sample(str(base), source, distortion)
+            for view in choose_views(source, views_per_image, seed):
+                yield Sample(str(base), source, None, view)
 
 
 def sample_image(record: dict, root: str | Path | None = None) -> Image.Image:
     """Rebuild the exact (possibly distorted) image of a label record; `root` overrides record["root"]."""
     path = Path(root if root is not None else record["root"]) / record["source"]
     image = load_image(path, record.get("max_side", DEFAULT_MAX_SIDE))
+    if record.get("view"):
+        return apply_view(image, record["view"])
     distortion = record.get("distortion")
     if distortion:
         image = apply_distortion(image, distortion["kind"], int(distortion["level"]), int(distortion["seed"]))
@@ -179,7 +215,9 @@ def label_samples(samples: list[Sample], teachers, out: Path, max_side: int, lim
                 if clean_cache is None or clean_cache[0] != str(sample.path):
                     clean_cache = (str(sample.path), load_image(sample.path, max_side))
                 clean = clean_cache[1]
-                if sample.distortion is None:
+                if sample.view is not None:
+                    image, reference = apply_view(clean, sample.view), None
+                elif sample.distortion is None:
                     image, reference = clean, None
                 else:
                     d = sample.distortion
@@ -197,6 +235,8 @@ def label_samples(samples: list[Sample], teachers, out: Path, max_side: int, lim
                 "size": list(image.size),
                 "distortion": sample.distortion,
             }
+            if sample.view is not None:
+                record["view"] = sample.view
             details = {}
             for teacher in teachers:
                 result = teacher.label(image, reference)
@@ -217,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", nargs="+", required=True, type=Path, help="image folders (searched recursively) or files")
     parser.add_argument("--out", required=True, type=Path, help="labels JSONL; an existing file is resumed, never overwritten")
     parser.add_argument("--distortions-per-image", type=int, default=4, help="distorted copies per image besides the clean one")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the choice of distortion kinds, levels and noise")
+    parser.add_argument("--views-per-image", type=int, default=0, help="clean crops (some mirrored) per image, labelled like the clean one")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the choice of distortion kinds, levels, noise and views")
     parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="downscale images to this long side before anything else")
     parser.add_argument("--limit", type=int, default=None, help="stop after labelling this many new samples (the rest on the next run)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for network teachers")
@@ -229,11 +270,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         import torch
-
-        torch.set_num_threads(args.threads)
     except ImportError:
-        pass
+        torch = None
+    # Restored on return: `export.distill all` trains in the same process after labelling.
+    threads_before = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(args.threads)
+    try:
+        return _label(args)
+    finally:
+        if torch:
+            torch.set_num_threads(threads_before)
 
+
+def _label(args: argparse.Namespace) -> int:
+    """Load the teachers and label every sample the arguments describe."""
     from .teachers import load_teacher
 
     try:
@@ -241,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    samples = list(iter_samples(args.images, args.distortions_per_image, args.seed))
+    samples = list(iter_samples(args.images, args.distortions_per_image, args.seed, views_per_image=args.views_per_image))
     counts = label_samples(samples, teachers, args.out, args.max_side, args.limit)
     print(
         f"{args.out}: {counts['written']} new records, {counts['done_before']} already there, "

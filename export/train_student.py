@@ -28,7 +28,10 @@ from .student import AXES, Student, build_student
 INPUT_MEAN = (0.5, 0.5, 0.5)  # EfficientNet-Lite's own normalisation (measured: 85 % vs 70 % top-1)
 INPUT_STD = (0.5, 0.5, 0.5)
 DEFAULT_SIZE = 224
-DEFAULT_FINETUNE_FROM = 11  # blocks 11-15 (the stride-32 stages) and the head conv are fine-tuned
+# Blocks 5-15 (strides 16 and 32) and the head conv are fine-tuned for 2 epochs; blocks 0-4 stay frozen.
+# Measured on held-out images (seed 0, 5,582 records, 3 epochs): iqa SRCC 0.757 -> 0.806, iaa 0.790 -> 0.817.
+DEFAULT_FINETUNE_FROM = 5
+DEFAULT_FINETUNE_EPOCHS = 2
 CHUNK = 256
 
 
@@ -77,9 +80,12 @@ def record_image(record: dict) -> Image.Image:
 
 
 def record_key(record: dict) -> str:
-    """Identity of a record's image: its file, size limit and distortion, not its labels."""
+    """Identity of a record's image: its file, size limit and distortion or view, not its labels."""
     path = (Path(record.get("root") or ".") / record["source"]).resolve()
-    return json.dumps([str(path), record.get("max_side"), record.get("distortion")], sort_keys=True)
+    identity = [str(path), record.get("max_side"), record.get("distortion")]
+    if record.get("view"):
+        identity.append(record["view"])
+    return json.dumps(identity, sort_keys=True)
 
 
 def targets_of(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +209,7 @@ def fit_heads(
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         return _masked_mse(heads(x[idx]) / 100.0, y[idx], m[idx])
 
-    losses = _run_epochs(len(x), epochs, batch_size, total, generator, optimiser, schedule, batch_loss)
+    losses = _run_epochs(len(x), epochs, batch_size, total, generator, optimiser, schedule, batch_loss, desc="heads")
     heads.eval()
     return losses
 
@@ -252,7 +258,7 @@ def finetune(
         pred = student.heads(student.features_from(torch.from_numpy(early[idx.numpy()]), x, start)) / 100.0
         return _masked_mse(pred, y[idx], m[idx])
 
-    losses = _run_epochs(len(maps), epochs, batch_size, total, generator, optimiser, schedule, batch_loss)
+    losses = _run_epochs(len(maps), epochs, batch_size, total, generator, optimiser, schedule, batch_loss, desc="fine-tune")
     student.eval()
     return losses
 
@@ -262,26 +268,29 @@ def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
     return (((pred - target) ** 2) * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def _run_epochs(count, epochs, batch_size, total, generator, optimiser, schedule, batch_loss) -> list[float]:
-    """Shuffled mini-batch steps until `total` steps; returns the mean loss of each epoch."""
+def _run_epochs(count, epochs, batch_size, total, generator, optimiser, schedule, batch_loss, desc="train") -> list[float]:
+    """Shuffled mini-batch steps until `total` steps, with a progress bar; returns the mean loss of each epoch."""
     losses, step = [], 0
-    for _ in range(epochs):
-        order = torch.randperm(count, generator=generator)
-        running = 0.0
-        for begin in range(0, count, batch_size):
+    with tqdm(total=total, desc=desc, unit="step") as bar:
+        for _ in range(epochs):
             if step >= total:
                 break
-            idx = order[begin : begin + batch_size]
-            loss = batch_loss(idx)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            running += float(loss.detach()) * len(idx)
-            step += 1
-        losses.append(running / count)
-        if step >= total:
-            break
+            order = torch.randperm(count, generator=generator)
+            running = 0.0
+            for begin in range(0, count, batch_size):
+                if step >= total:
+                    break
+                idx = order[begin : begin + batch_size]
+                loss = batch_loss(idx)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                running += float(loss.detach()) * len(idx)
+                step += 1
+                bar.update(1)
+            losses.append(running / count)
+            bar.set_postfix(loss=f"{losses[-1]:.5f}")
     return losses
 
 
@@ -295,11 +304,12 @@ def train(
     max_steps: int | None = None,
     limit: int | None = None,
     finetune_from: int = DEFAULT_FINETUNE_FROM,
-    finetune_epochs: int = 0,
+    finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS,
 ) -> dict:
     """Train a student from label files and save its state dict; returns a training summary."""
     seed_everything(seed)
-    records = training_records(read_records(label_files))
+    # Sorted by label key, so that a label file written in one go and one resumed in pieces train alike.
+    records = sorted(training_records(read_records(label_files)), key=lambda r: r.get("key", ""))
     if limit is not None:
         records = records[:limit]
     if not records:
@@ -321,6 +331,7 @@ def train(
         "records": len(records),
         "sources": len({r["source"] for r in records}),
         "distorted": sum(1 for r in records if r.get("distortion")),
+        "views": sum(1 for r in records if r.get("view")),
         "labels_per_axis": {axis: int(mask[:, i].sum()) for i, axis in enumerate(AXES)},
         "size": size,
         "epochs": len(losses),

@@ -127,7 +127,12 @@ def test_ctrl_c_commits_what_was_scored(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     command = [sys.executable, "-m", "perceptlite", "score", str(images), "-m", str(slow), "--cache", str(cache),
                "--jsonl", "--batch-size", "4", "--threads", "1", "-j", "1"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job starts with SIGINT ignored, and children inherit that: give the run
+    # Python's default Ctrl-C handling whoever started the test suite.
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 90
     while cached_rows(cache) == 0 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

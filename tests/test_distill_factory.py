@@ -58,7 +58,7 @@ def factory_run(tmp_path_factory):
     work, package = root / "work", root / "package"
     steps = [
         ("label", "--teacher", "iqa-synthetic", "--teacher", "ista", "--images", str(images),
-         "--out", str(work / "labels.jsonl"), "--distortions-per-image", "2"),
+         "--out", str(work / "labels.jsonl"), "--distortions-per-image", "2", "--views-per-image", "1"),
         ("train", "--work", str(work), "--size", str(SIZE), "--max-steps", "2", "--finetune-from", "14", "--finetune-epochs", "1"),
         ("export", "--work", str(work)),
         ("quantize", "--work", str(work), "--calibration-images", "4"),
@@ -71,11 +71,12 @@ def factory_run(tmp_path_factory):
     return work, package, images
 
 
-def test_labels_cover_clean_and_distorted_images(factory_run):
+def test_labels_cover_clean_and_distorted_images_and_views(factory_run):
     work, _, _ = factory_run
     records = [json.loads(line) for line in (work / "labels.jsonl").read_text().splitlines()]
-    assert len(records) == 6 * 3
-    assert sum(r["distortion"] is None for r in records) == 6
+    assert len(records) == 6 * 4
+    assert sum(r["distortion"] is None and not r.get("view") for r in records) == 6
+    assert sum(bool(r.get("view")) for r in records) == 6
     assert all(0 <= r["iqa"] <= 100 and 0 <= r["ista"] <= 100 for r in records)
 
 
@@ -83,6 +84,14 @@ def test_training_skips_heldout_images(factory_run):
     work, _, _ = factory_run
     summary = json.loads((work / "student.json").read_text())
     assert summary["sources"] == 4  # the two held-out images are never trained on
+    from export.distortions import HELDOUT_KINDS
+
+    records = [json.loads(line) for line in (work / "labels.jsonl").read_text().splitlines()]
+    trainable = [
+        r for r in records
+        if not is_heldout(r["source"]) and (r["distortion"] or {}).get("kind") not in HELDOUT_KINDS
+    ]
+    assert summary["views"] == 4 and summary["records"] == len(trainable)
     assert summary["size"] == SIZE
 
 
@@ -91,6 +100,7 @@ def test_export_matches_torch_and_acceptance_is_measured(factory_run):
     assert json.loads((work / "export.json").read_text())["onnx_vs_torch_max_abs"] <= 0.5
     acceptance = json.loads((work / "acceptance.json").read_text())
     assert acceptance["measured_on"]["heldout_sources"] == 2
+    assert acceptance["measured_on"]["heldout_records"] == 2 * 3  # clean and distorted, views left out
     assert set(acceptance["files"]) == {"fp32", "int8"}
     assert -1.0 <= acceptance["iqa_ladder_trained"] <= 1.0
 
@@ -103,7 +113,8 @@ def test_package_loads_and_scores(factory_run):
     assert package.backend == "onnx"
     assert set(package.variants) == {"fp32", "int8"}
     assert package.input.size == (SIZE, SIZE)
-    assert "NOT" in (package_dir / "MODEL_CARD.md").read_text().upper()
+    card = (package_dir / "MODEL_CARD.md").read_text()
+    assert "NOT" in card.upper() and "as 1 clean crop of 30-90 %" in card
     assert package.raw["provenance"]["teacher"]["iqa-synthetic"]["axes"] == ["iqa"]
     from perceptlite import Scorer
 

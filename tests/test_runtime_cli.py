@@ -163,6 +163,8 @@ def test_interrupted_run_keeps_the_old_file(tiny_package, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "perceptlite", "score", "-m", str(tiny_package), str(folder), "--csv", "-o", str(out), "--jobs", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # Background jobs of a shell start with SIGINT ignored: restore Python's Ctrl-C handling.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60

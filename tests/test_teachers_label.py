@@ -103,3 +103,55 @@ def test_teachers_follow_the_interface(name):
 def test_unknown_teacher_names_the_choices():
     with pytest.raises(ValueError, match="nima"):
         load_teacher("clip")
+
+
+def test_views_are_labelled_clean_crops_that_rebuild_exactly(image_dir, tmp_path):
+    out = tmp_path / "labels.jsonl"
+    assert run(image_dir, out, "--views-per-image", "2") == 0
+    records = read_records(out)
+    views = [r for r in records if r.get("view")]
+    assert len(records) == 3 * (1 + 2 + 2) and len(views) == 3 * 2
+    assert len({r["key"] for r in records}) == len(records)
+    ista = load_teacher("ista")
+    for record in views:
+        assert record["distortion"] is None and record["iqa"] == 100.0
+        clean = sample_image({k: v for k, v in record.items() if k != "view"})
+        image = sample_image(record)
+        assert list(image.size) == record["size"]
+        # A crop of 30-90 % of the picture's area, never the whole picture.
+        share = image.width * image.height / (clean.width * clean.height)
+        assert 0.25 < share < 0.95
+        assert ista.label(image)["ista"] == pytest.approx(record["ista"], abs=1e-3)
+
+
+def test_a_view_crops_its_fractional_box_and_mirrors_it():
+    import numpy as np
+    from PIL import Image
+
+    from export.label import apply_view
+
+    pixels = np.arange(40 * 30 * 3, dtype=np.uint32).reshape(30, 40, 3) % 251
+    image = Image.fromarray(pixels.astype(np.uint8))
+    left_half = np.asarray(apply_view(image, {"box": [0.0, 0.0, 0.5, 1.0], "flip": False}))
+    assert np.array_equal(left_half, pixels[:, :20].astype(np.uint8))
+    mirrored = np.asarray(apply_view(image, {"box": [0.0, 0.0, 0.5, 1.0], "flip": True}))
+    assert np.array_equal(mirrored, left_half[:, ::-1])
+
+
+def test_views_leave_the_other_samples_and_their_keys_unchanged(image_dir):
+    plain = [s.key for s in iter_samples([image_dir], 2, seed=3)]
+    with_views = [s.key for s in iter_samples([image_dir], 2, seed=3, views_per_image=3)]
+    assert [k for k in with_views if "|view|" not in k] == plain
+    assert with_views == [s.key for s in iter_samples([image_dir], 2, seed=3, views_per_image=3)]
+    assert len(with_views) - len(plain) == 3 * 3
+
+
+def test_labelling_leaves_the_torch_thread_count_as_it_was(image_dir, tmp_path):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert run(image_dir, tmp_path / "labels.jsonl", "--threads", "1") == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
