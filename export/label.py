@@ -142,13 +142,19 @@ def iter_samples(
 def sample_image(record: dict, root: str | Path | None = None) -> Image.Image:
     """Rebuild the exact (possibly distorted) image of a label record; `root` overrides record["root"]."""
     path = Path(root if root is not None else record["root"]) / record["source"]
-    image = load_image(path, record.get("max_side", DEFAULT_MAX_SIDE))
-    if record.get("view"):
-        return apply_view(image, record["view"])
-    distortion = record.get("distortion")
-    if distortion:
-        image = apply_distortion(image, distortion["kind"], int(distortion["level"]), int(distortion["seed"]))
-    return image
+    clean = load_image(path, record.get("max_side", DEFAULT_MAX_SIDE))
+    return render_sample(clean, record.get("distortion"), record.get("view"))[0]
+
+
+def render_sample(clean: Image.Image, distortion: dict | None, view: dict | None) -> tuple[Image.Image, Image.Image | None]:
+    """The image a sample describes, made from its clean image, and the reference a teacher compares
+    it with: the clean image for a distortion, none for the clean image itself or a view."""
+    if view:
+        return apply_view(clean, view), None
+    if not distortion:
+        return clean, None
+    image = apply_distortion(clean, distortion["kind"], int(distortion["level"]), int(distortion["seed"]))
+    return image, clean
 
 
 def read_records(path: Path) -> list[dict]:
@@ -214,14 +220,7 @@ def label_samples(samples: list[Sample], teachers, out: Path, max_side: int, lim
             try:
                 if clean_cache is None or clean_cache[0] != str(sample.path):
                     clean_cache = (str(sample.path), load_image(sample.path, max_side))
-                clean = clean_cache[1]
-                if sample.view is not None:
-                    image, reference = apply_view(clean, sample.view), None
-                elif sample.distortion is None:
-                    image, reference = clean, None
-                else:
-                    d = sample.distortion
-                    image, reference = apply_distortion(clean, d["kind"], d["level"], d["seed"]), clean
+                image, reference = render_sample(clean_cache[1], sample.distortion, sample.view)
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 bar.write(f"warning: skipping {sample.path}: cannot read image ({exc})", file=sys.stderr)
                 bad_sources.add(sample.source)
