@@ -29,6 +29,26 @@ INTERPOLATIONS = ("bicubic", "bilinear", "lanczos", "nearest")
 
 
 @dataclass(frozen=True)
+class CropSpec:
+    """Native-resolution crops that a quality model reads beside the whole-image view.
+
+    The graph's input `tensor` is float32 [N, K, 3, size, size]: K size x size crops of the
+    full-resolution image (never draft-decoded), centred on the middle of the chosen `cells` of a
+    rows x cols grid over the image (all cells when `cells` is None), row by row. An image with a
+    side under `size` is first enlarged to it.
+    """
+
+    size: int
+    grid: tuple[int, int]  # (rows, cols)
+    cells: tuple[tuple[int, int], ...] | None = None  # (row, col) of each crop, default every cell
+    tensor: str = "crops"
+
+    @property
+    def count(self) -> int:
+        return len(self.cells) if self.cells is not None else self.grid[0] * self.grid[1]
+
+
+@dataclass(frozen=True)
 class InputSpec:
     """How an RGB image becomes the model's input."""
 
@@ -39,6 +59,7 @@ class InputSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     # The decoder may use JPEG draft (DCT-domain downscaling) down to this multiple of `size`.
     draft_factor: float = 2.0
+    crops: CropSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +158,32 @@ def _parse_input(raw: dict[str, Any], where: Path) -> InputSpec:
         mean=mean,  # type: ignore[arg-type]
         std=std,  # type: ignore[arg-type]
         draft_factor=float(raw.get("draft_factor", 2.0)),
+        crops=_parse_crops(raw["crops"], where) if raw.get("crops") is not None else None,
     )
+
+
+def _parse_crops(raw: Any, where: Path) -> CropSpec:
+    _require(isinstance(raw, dict), where, "'input.crops' must be an object")
+    size, grid, tensor = raw.get("size"), raw.get("grid"), raw.get("tensor", "crops")
+    _require(isinstance(size, int) and not isinstance(size, bool) and size > 0, where, "'input.crops.size' must be a positive integer")
+    _require(
+        isinstance(grid, list) and len(grid) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 8 for v in grid),
+        where,
+        "'input.crops.grid' must be [rows, columns], each 1-8",
+    )
+    _require(isinstance(tensor, str) and tensor != "", where, "'input.crops.tensor' must be a graph input name")
+    cells = raw.get("cells")
+    if cells is not None:
+        _require(
+            isinstance(cells, list) and cells and all(
+                isinstance(c, list) and len(c) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in c)
+                and 0 <= c[0] < grid[0] and 0 <= c[1] < grid[1] for c in cells
+            ),
+            where,
+            "'input.crops.cells' must list [row, col] cells inside the grid",
+        )
+        cells = tuple((c[0], c[1]) for c in cells)
+    return CropSpec(size=size, grid=(grid[0], grid[1]), cells=cells, tensor=tensor)
 
 
 def _parse_outputs(raw: dict[str, Any], where: Path) -> dict[str, AxisOutput]:

@@ -1,6 +1,7 @@
 """The ONNX Runtime backend: one InferenceSession per model package, batched inference.
 
-The graph takes ``pixels`` float32 [N, 3, H, W] (normalised as the manifest says) and returns
+The graph takes ``pixels`` float32 [N, 3, H, W] (normalised as the manifest says), and for a package
+whose ``input.crops`` asks for them also native-resolution crops [N, K, 3, S, S], and returns
 ``scores`` [N, 3]; the manifest's ``outputs`` map columns to axes and calibrate them to 0-100.
 ``InferenceSession.run`` is thread-safe (ONNX Runtime documents it), so one backend may serve
 several threads.
@@ -17,7 +18,7 @@ from PIL import Image
 
 from .errors import DeviceError
 from .manifest import ModelPackage, ModelPackageError
-from .preprocess import prepare_pixels
+from .preprocess import prepare_crops, prepare_pixels
 
 INPUT_NAME = "pixels"
 DEVICES = ("auto", "cpu", "cuda")
@@ -75,6 +76,7 @@ class OnnxBackend:
             raise ModelPackageError(f"{weights}: ONNX Runtime cannot load it ({message})") from None
         self.providers = self.session.get_providers()
         self._input_name = self._find_input()
+        self._crops_name = self._find_crops_input(weights)
         self._output_names = sorted({axis.tensor for axis in package.outputs.values()})
         missing = set(self._output_names) - {o.name for o in self.session.get_outputs()}
         if missing:
@@ -90,9 +92,13 @@ class OnnxBackend:
         """The execution provider doing the work, e.g. "CPU" or "CUDA"."""
         return self.providers[0].removesuffix("ExecutionProvider")
 
-    def prepare(self, image: Image.Image, region: tuple[float, float, float, float] | None = None) -> np.ndarray:
-        """RGB image (or its `region`) -> normalised float32 [3, H, W] (runs in decode worker threads)."""
-        return prepare_pixels(image, self.spec, region)
+    def prepare(self, image: Image.Image, region: tuple[float, float, float, float] | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """RGB image (or its `region`) -> normalised float32 [3, H, W], plus its native-resolution
+        crops [K, 3, S, S] when the package reads them (runs in decode worker threads)."""
+        pixels = prepare_pixels(image, self.spec, region)
+        if self._crops_name is None:
+            return pixels
+        return pixels, prepare_crops(image, self.spec)
 
     def infer(self, batch: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Score a list of prepared inputs; one {axis: 0-100} dict per input, in order."""
@@ -101,10 +107,15 @@ class OnnxBackend:
         step = self._fixed_batch or len(batch)
         results: list[dict[str, float]] = []
         for start in range(0, len(batch), step):
-            chunk = np.stack(batch[start : start + step])
-            outputs = dict(zip(self._output_names, self.session.run(self._output_names, {self._input_name: chunk})))
+            chunk = batch[start : start + step]
+            outputs = dict(zip(self._output_names, self.session.run(self._output_names, self._feeds(chunk))))
             results.extend(self._calibrate(outputs, len(chunk)))
         return results
+
+    def _feeds(self, chunk: Sequence) -> dict[str, np.ndarray]:
+        if self._crops_name is None:
+            return {self._input_name: np.stack(chunk)}
+        return {self._input_name: np.stack([p for p, _ in chunk]), self._crops_name: np.stack([c for _, c in chunk])}
 
     def _calibrate(self, outputs: dict[str, np.ndarray], count: int) -> list[dict[str, float]]:
         columns = {}
@@ -121,6 +132,21 @@ class OnnxBackend:
         if len(inputs) == 1:
             return inputs[0].name
         raise ModelPackageError(f"{self.package.path}: graph has no input named {INPUT_NAME!r} (it has {', '.join(names)})")
+
+    def _find_crops_input(self, weights) -> str | None:
+        crops = self.spec.crops
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        if crops is None:
+            if len(inputs) > 1:
+                raise ModelPackageError(f"{weights}: graph takes {len(inputs)} inputs but the manifest describes one ('input.crops' missing)")
+            return None
+        shape = inputs.get(crops.tensor)
+        if shape is None:
+            raise ModelPackageError(f"{weights}: graph has no input {crops.tensor!r} named in the manifest's input.crops")
+        expected = [crops.count, 3, crops.size, crops.size]
+        if len(shape) != 5 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
+            raise ModelPackageError(f"{weights}: graph input {crops.tensor!r} has shape {shape}, manifest's input.crops says [N, {', '.join(map(str, expected))}]")
+        return crops.tensor
 
     def _check_input_size(self, weights) -> None:
         shape = next(i.shape for i in self.session.get_inputs() if i.name == self._input_name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .manifest import InputSpec
+from .manifest import CropSpec, InputSpec
 
 _FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -15,8 +15,13 @@ _FILTERS = {
 }
 
 
-def draft_size(spec: InputSpec) -> int:
-    """The smallest side a JPEG may be draft-decoded to without changing what the model sees."""
+def draft_size(spec: InputSpec) -> int | None:
+    """The smallest side a JPEG may be draft-decoded to without changing what the model sees.
+
+    None when the model reads native-resolution crops: those need every decoded pixel.
+    """
+    if spec.crops is not None:
+        return None
     return int(round(max(spec.size) * spec.draft_factor))
 
 
@@ -52,6 +57,33 @@ def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
 def prepare_pixels(image: Image.Image, spec: InputSpec, region: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """The model input for one RGB image: resize then normalise (float32, shape [3, H, W])."""
     return to_tensor(resize(image, spec, region), spec)
+
+
+def crop_boxes(width: int, height: int, crops: CropSpec) -> list[tuple[int, int, int, int]]:
+    """Where the native-resolution crops lie in a width x height image (at least `size` each way).
+
+    Each crop is centred on the middle of its grid cell, moved inwards where it would stick out.
+    """
+    rows, cols = crops.grid
+    cells = crops.cells or tuple((r, c) for r in range(rows) for c in range(cols))
+    size = crops.size
+    boxes = []
+    for row, col in cells:
+        top = min(max(round((row + 0.5) * height / rows - size / 2), 0), height - size)
+        left = min(max(round((col + 0.5) * width / cols - size / 2), 0), width - size)
+        boxes.append((left, top, left + size, top + size))
+    return boxes
+
+
+def prepare_crops(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """The native-resolution crops of one RGB image: float32 [count, 3, size, size], normalised."""
+    crops = spec.crops
+    assert crops is not None
+    size = crops.size
+    if min(image.size) < size:  # too small to crop: enlarge so the short side is `size`
+        scale = size / min(image.size)
+        image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.Resampling.BICUBIC)
+    return np.stack([to_tensor(image.crop(box), spec) for box in crop_boxes(image.width, image.height, crops)])
 
 
 def _center_crop_box(region: tuple[float, float, float, float], dst_w: int, dst_h: int) -> tuple[float, float, float, float]:

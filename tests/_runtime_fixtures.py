@@ -96,3 +96,67 @@ def make_package(
 def tiny_package(tmp_path_factory) -> Path:
     """A session-wide tiny ONNX package (64x64 input, dynamic batch)."""
     return make_package(tmp_path_factory.mktemp("models") / "tiny", size=(64, 64))
+
+
+def tiny_two_view_model(size: tuple[int, int] = (32, 32), crop: int = 16, crops: int = 5) -> onnx.ModelProto:
+    """pixels [N,3,H,W] + crops [N,K,3,c,c] -> scores [N,3]: iaa and ista from the whole view as in
+    `tiny_scoring_model`, iqa = sigmoid(mean of every crop pixel) (a real two-input graph)."""
+    height, width = size
+    pixels = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, height, width])
+    crop_input = helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["N", crops, 3, crop, crop])
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])
+    nodes = [
+        helper.make_node("ReduceMean", ["pixels", "axes"], ["means"], keepdims=0),
+        helper.make_node("MatMul", ["means", "weights"], ["linear"]),
+        helper.make_node("Add", ["linear", "bias"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["whole"]),
+        helper.make_node("ReduceMean", ["crops", "crop_axes"], ["crop_mean"], keepdims=0),
+        helper.make_node("Sigmoid", ["crop_mean"], ["crop_score"]),
+        helper.make_node("Unsqueeze", ["crop_score", "last"], ["crop_column"]),
+        helper.make_node("Slice", ["whole", "zero", "one", "last"], ["iaa"]),
+        helper.make_node("Slice", ["whole", "two", "three", "last"], ["ista"]),
+        helper.make_node("Concat", ["iaa", "crop_column", "ista"], ["scores"], axis=1),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+        numpy_helper.from_array(np.array([1, 2, 3, 4], dtype=np.int64), "crop_axes"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "last"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "two"),
+        numpy_helper.from_array(np.array([3], dtype=np.int64), "three"),
+        numpy_helper.from_array(WEIGHTS, "weights"),
+        numpy_helper.from_array(BIAS, "bias"),
+    ]
+    graph = helper.make_graph(nodes, "tiny_two_view", [pixels, crop_input], [scores], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="perceptlite-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def make_two_view_package(folder: Path, crop: int = 16, grid=(3, 3), cells=((0, 1), (1, 0), (1, 1), (1, 2), (2, 1))) -> Path:
+    """A package whose graph also reads native-resolution crops (manifest `input.crops`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(tiny_two_view_model(crop=crop, crops=len(cells)), folder / "model.onnx")
+    manifest = {
+        "name": "tiny-two-view",
+        "version": "0.0.1",
+        "backend": "onnx",
+        "description": "tiny two-view test model",
+        "files": ["model.onnx"],
+        "variants": {"fp32": "model.onnx"},
+        "default_variant": "fp32",
+        "input": {
+            "size": [32, 32],
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+            "crops": {"size": crop, "grid": list(grid), "cells": [list(c) for c in cells]},
+        },
+        "outputs": {
+            axis: {"tensor": "scores", "index": i, "calibration": {"scale": 100.0, "offset": 0.0}}
+            for i, axis in enumerate(("iaa", "iqa", "ista"))
+        },
+    }
+    write_package(folder, manifest, "# tiny-two-view\n\nA tiny test model built by the test suite.\n")
+    return folder

@@ -1,0 +1,168 @@
+"""Turn a distilled student into a package whose `iqa` agrees with people, at any photo size.
+
+    python -m export.quality all --student artifacts/distill/student.pt --work artifacts/quality \\
+        --out models/perceptlite-base
+
+Steps, each reading and writing WORK so that any of them can be re-run or resumed:
+  features   student features of native-resolution crops: the rated dev photos (../shared/human/clive-dev)
+             and distortion ladders of training photos at 500-4,000 px (one .npz per photo and size)
+  fit        the iqa head: mean opinion scores of the dev photos' training part, plus a ranking
+             term that keeps every ladder falling; 5-fold cross-validation picks the weight decay
+  calibrate  the iaa map onto the spread of AVA's human mean ratings (export/calibration.py)
+  export     model.onnx (pixels + crops -> scores), checked against torch; model.int8.onnx
+  package    manifest + model card, then `measure` through perceptlite.Scorer, then the final card
+The dev photos whose sha256(file name) % 100 < 25 (export/splits.py) are never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .splits import is_heldout
+
+REPO = Path(__file__).resolve().parents[1]
+HUMAN = REPO.parent / "shared" / "human" / "clive-dev"
+WALLPAPERS = Path("/usr/share/wallpapers")
+DEV_HELDOUT_PERCENT = 25
+# Debian plasma-workspace-wallpapers (free licences, 2,560-5,120 px): six photos are kept for
+# acceptance only; six other photos and six illustrations give the training ladders.
+EVAL_WALLPAPERS = ("Path", "EveningGlow", "ColorfulCups", "Grey", "FallenLeaf", "Kite")
+TRAIN_WALLPAPERS = ("BytheWater", "ColdRipple", "DarkestHour", "OneStandsOut", "summer_1am", "Volna", "Altai", "Autumn", "Canopee", "Flow", "Honeywave", "SafeLanding")
+TRAIN_SIZES = (1000, 2000, 4000)
+DEV_LADDER_IMAGES = 80  # dev training photos that also give a ladder at their own 500 px
+
+
+def dev_photos(root: Path = HUMAN) -> list[tuple[Path, float, bool]]:
+    """(image, mean opinion score, held out?) of every rated dev photo, in file order."""
+    rows = []
+    with open(root / "labels.tsv", encoding="utf-8") as handle:
+        next(handle)
+        for line in handle:
+            name, mos, *_ = line.rstrip("\n").split("\t")
+            rows.append((root / "images" / name, float(mos), is_heldout(name, DEV_HELDOUT_PERCENT)))
+    return rows
+
+
+def wallpaper_photo(name: str) -> Path:
+    """The largest file of one Debian wallpaper."""
+    folder = WALLPAPERS / name / "contents" / "images"
+    files = sorted(folder.glob("*x*.*"), key=lambda p: int(p.stem.split("x")[0]))
+    if not files:
+        raise SystemExit(f"{folder}: no wallpaper images (apt-get install plasma-workspace-wallpapers)")
+    return files[-1]
+
+
+def _command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["python", "-m", "export.quality", *sys.argv[1:]])
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group()
+def main() -> None:
+    """Build the human-calibrated package from a distilled student (see the module doc)."""
+
+
+work_option = click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/quality"), show_default=True, help="Work folder (resumable).")
+student_option = click.option("--student", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="The distilled student: export.distill's student.pt, or a student-only ONNX export.")
+
+
+@main.command()
+@work_option
+@student_option
+def features(work: Path, student: Path) -> None:
+    """Cache crop features of the dev photos and of the training ladders."""
+    from .quality_features import cache_dev_features, cache_ladder_features, feature_session
+
+    session = feature_session(student, work)
+    started = time.time()
+    cache_dev_features(session, dev_photos(), work / "dev_features.npz")
+    _log(f"dev photos: {time.time() - started:.0f} s")
+    started = time.time()
+    train_dev = [path for path, _, held in dev_photos() if not held][:DEV_LADDER_IMAGES]
+    sources = [(f"dev/{p.name}", p, None) for p in train_dev]
+    sources += [(f"wall/{name}@{size}", wallpaper_photo(name), size) for name in TRAIN_WALLPAPERS for size in TRAIN_SIZES]
+    cache_ladder_features(session, sources, work / "ladders")
+    _log(f"ladders: {time.time() - started:.0f} s")
+
+
+@main.command()
+@work_option
+@click.option("--rank-weight", type=float, default=1.0, show_default=True, help="Weight of the ladder ranking term.")
+def fit(work: Path, rank_weight: float) -> None:
+    """Fit the iqa head (writes WORK/iqa_head.pt and WORK/fit.json)."""
+    from .quality_fit import fit_iqa_head
+
+    summary = fit_iqa_head(work, rank_weight=rank_weight)
+    _log(json.dumps(summary, indent=2))
+
+
+@main.command()
+@work_option
+@student_option
+@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True, default=(REPO.parent / "shared" / "corpus",), show_default=True, help="Ordinary photos whose raw iaa spread is matched to AVA's.")
+def calibrate(work: Path, student: Path, corpus: tuple[Path, ...]) -> None:
+    """Write WORK/iaa_knots.json: the raw-iaa -> AVA-scale map."""
+    from .quality_features import calibrate_iaa, feature_session
+
+    summary = calibrate_iaa(feature_session(student, work), corpus, work / "iaa_knots.json")
+    _log(json.dumps(summary, indent=2))
+
+
+@main.command("export")
+@work_option
+@student_option
+def export_cmd(work: Path, student: Path) -> None:
+    """Write WORK/model.onnx and WORK/model.int8.onnx."""
+    from .quality_export import export_package_files
+
+    summary = export_package_files(work, student, [p for p, _, held in dev_photos() if not held][:64])
+    _log(json.dumps(summary, indent=2))
+
+
+@main.command()
+@work_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Package folder to write (e.g. models/perceptlite-base).")
+@click.option("--version", "version", default="0.2.0", show_default=True, help="Package version.")
+@click.option("--measure/--no-measure", default=True, show_default=True, help="Measure the written package through perceptlite.Scorer and put the numbers in its manifest and card.")
+@click.option("--command", "command", default=None, help="The command line to record as provenance (default: this one).")
+def package(work: Path, out: Path, version: str, measure: bool, command: str | None) -> None:
+    """Write the package; then measure it as users get it and write the numbers into it."""
+    from .quality_acceptance import measure_package
+    from .quality_package import write_quality_package
+
+    command = command or _command_line()
+    write_quality_package(work, out, version, command, fidelity=None)
+    if measure:
+        fidelity = measure_package(out, work)
+        (work / "acceptance.json").write_text(json.dumps(fidelity, indent=2) + "\n")
+        write_quality_package(work, out, version, command, fidelity=fidelity)
+    click.echo(f"{out}: package written")
+
+
+@main.command("all")
+@work_option
+@student_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Package folder to write.")
+@click.pass_context
+def all_steps(ctx: click.Context, work: Path, student: Path, out: Path) -> None:
+    """features, fit, calibrate, export, package (with measure)."""
+    command = _command_line()
+    ctx.invoke(features, work=work, student=student)
+    ctx.invoke(fit, work=work, rank_weight=1.0)
+    ctx.invoke(calibrate, work=work, student=student, corpus=(REPO.parent / "shared" / "corpus",))
+    ctx.invoke(export_cmd, work=work, student=student)
+    ctx.invoke(package, work=work, out=out, version="0.2.0", measure=True, command=command)
+
+
+if __name__ == "__main__":
+    main()

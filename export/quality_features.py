@@ -1,0 +1,132 @@
+"""Feature caches for the quality head: crops of rated photos and of distortion ladders.
+
+Crops are cut exactly as the runtime cuts them (perceptlite.decode + perceptlite.preprocess), and
+run through the student's feature extractor with ONNX Runtime. Every cache is a file in the work
+folder, written atomically, so an interrupted step resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from perceptlite.decode import decode_file
+from perceptlite.preprocess import prepare_crops, prepare_pixels
+
+from .quality_model import IQA_FEATURES, export_features_onnx, input_spec, load_student_weights
+from .size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side
+
+
+class FeatureSession:
+    """The student's feature extractor in ONNX Runtime."""
+
+    def __init__(self, onnx_path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.spec = input_spec()
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"pixels": pixels.astype(np.float32)})[0]
+
+    def crop_features(self, image: Image.Image) -> np.ndarray:
+        """Mean over the crops of their tap statistics: [IQA_FEATURES]."""
+        return self.run(prepare_crops(image, self.spec))[:, :IQA_FEATURES].mean(axis=0)
+
+    def whole_features(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Full student features of the whole-image view: [N, 2304]."""
+        return self.run(np.stack([prepare_pixels(image, self.spec) for image in images]))
+
+
+def feature_session(student: Path, work: Path) -> FeatureSession:
+    """Export (once) and open the feature extractor of `student`."""
+    work.mkdir(parents=True, exist_ok=True)
+    onnx_path = work / "features.onnx"
+    stamp = work / "features.source"
+    source = json.dumps({"student": str(Path(student).resolve()), "bytes": os.path.getsize(student), "mtime": os.path.getmtime(student)})
+    if not onnx_path.is_file() or not stamp.is_file() or stamp.read_text() != source:
+        export_features_onnx(load_student_weights(student), onnx_path)
+        stamp.write_text(source)
+    return FeatureSession(onnx_path)
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    tmp = path.with_name(path.name + ".partial.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def cache_dev_features(session: FeatureSession, photos: Sequence[tuple[Path, float, bool]], out: Path) -> None:
+    """Crop features, MOS and held-out flag of every rated photo (skipped when `out` exists)."""
+    if out.is_file():
+        return
+    features = [session.crop_features(decode_file(path).image) for path, _, _ in tqdm(photos, desc="dev photos", unit="img")]
+    _save_npz(out, features=np.stack(features), mos=np.array([m for _, m, _ in photos]), heldout=np.array([h for _, _, h in photos]), names=np.array([p.name for p, _, _ in photos]))
+
+
+def ladder_of(image: Image.Image, seed: str, session: FeatureSession) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of the clean image and of every kind at every level: (features, kind index, level)."""
+    rows, kinds, levels = [session.crop_features(image)], [-1], [0]
+    for k, kind in enumerate(LADDER_KINDS):
+        for level in range(1, len(LADDER_LEVELS[kind]) + 1):
+            rows.append(session.crop_features(ladder_image(image, kind, level, seed)))
+            kinds.append(k)
+            levels.append(level)
+    return np.stack(rows), np.array(kinds), np.array(levels)
+
+
+def cache_ladder_features(session: FeatureSession, sources: Sequence[tuple[str, Path, int | None]], folder: Path) -> None:
+    """One .npz per (name, image, long side or None for native size); existing files are kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path, size in tqdm(sources, desc="ladders", unit="ladder"):
+        out = folder / (name.replace("/", "__").replace("@", "_") + ".npz")
+        if out.is_file():
+            continue
+        image = decode_file(path).image
+        if size is not None:
+            image = resize_long_side(image, size)
+        features, kinds, levels = ladder_of(image, name, session)
+        _save_npz(out, features=features, kinds=kinds, levels=levels)
+
+
+def calibrate_iaa(session: FeatureSession, corpus: Sequence[Path], out: Path) -> dict:
+    """Raw student iaa of every corpus photo -> quantile knots onto AVA's spread (WORK/iaa_knots.json)."""
+    import torch
+
+    from .calibration import apply_knots, ava_mean_scores, ava_scale, quantile_knots
+
+    paths = sorted(p for folder in corpus for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    heads = _student_heads(out.parent)
+    raw = []
+    for start in tqdm(range(0, len(paths), 16), desc="iaa calibration", unit="batch"):
+        images = [decode_file(p).image for p in paths[start : start + 16]]
+        with torch.no_grad():
+            raw.append(heads(torch.from_numpy(session.whole_features(images)))[:, 0].numpy())
+    raw_iaa = np.concatenate(raw)
+    target = ava_scale(ava_mean_scores())
+    knots = quantile_knots(raw_iaa, target)
+    mapped = apply_knots(raw_iaa, knots)
+    summary = {
+        "knots": knots,
+        "photos": len(paths),
+        "raw_quartiles": np.percentile(raw_iaa, [25, 50, 75]).round(2).tolist(),
+        "calibrated_quartiles": np.percentile(mapped, [25, 50, 75]).round(2).tolist(),
+        "ava_quartiles": np.percentile(target, [25, 50, 75]).round(2).tolist(),
+    }
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _student_heads(work: Path):
+    """The student's heads module, from the features ONNX's source student."""
+    source = json.loads((work / "features.source").read_text())["student"]
+    return load_student_weights(source).heads.eval()

@@ -1,0 +1,146 @@
+"""Fit the iqa head: human opinion scores, plus a ranking term that keeps distortion ladders falling.
+
+The head is linear on standardised crop features (ridge-like). Its loss is
+
+    mean (pred - mos)^2  +  alpha / n * |w|^2  +  rank_weight * mean over ladder steps of relu(margin - (s_better - s_worse))^2
+
+where a ladder step is two adjacent levels (clean -> 1 -> ... -> 5) of one kind on one photo at one
+size. Human scores set the scale and the ranking of real photos; the ladders teach the head that
+more noise, blur, compression or resampling never scores higher, including far past what the rated
+photos show. alpha is chosen by 5-fold cross-validation on the training part of the dev photos.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import pearsonr, spearmanr
+
+from .quality_model import IQA_FEATURES, IqaHead
+
+ALPHAS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
+MARGIN = 2.0  # MOS points between adjacent ladder levels
+FOLDS = 5
+
+
+def ladder_steps(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All ladder features [M, D] and their adjacent-level pairs [P, 2] (better, worse) as row indices."""
+    blocks, pairs, offset = [], [], 0
+    for path in sorted(folder.glob("*.npz")):
+        data = np.load(path)
+        kinds, levels = data["kinds"], data["levels"]
+        for kind in sorted(set(kinds.tolist()) - {-1}):
+            rows = [0] + sorted(np.flatnonzero(kinds == kind).tolist(), key=lambda r: levels[r])
+            pairs += [(offset + a, offset + b) for a, b in zip(rows, rows[1:])]
+        blocks.append(data["features"])
+        offset += len(data["features"])
+    if not blocks:
+        return np.zeros((0, IQA_FEATURES), np.float32), np.zeros((0, 2), int)
+    return np.concatenate(blocks), np.asarray(pairs, dtype=int)
+
+
+def train_linear(x: np.ndarray, y: np.ndarray, ladder: np.ndarray, pairs: np.ndarray, alpha: float, rank_weight: float, mean: np.ndarray, std: np.ndarray) -> IqaHead:
+    """Minimise the loss of the module doc with L-BFGS (float64, full batch)."""
+    xs = torch.from_numpy((x - mean) / std).double()
+    ys = torch.from_numpy(y).double()
+    ls = torch.from_numpy((ladder - mean) / std).double() if len(pairs) else None
+    better, worse = (torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])) if len(pairs) else (None, None)
+    weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(float(y.mean()), dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=400, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        loss = ((xs @ weight + bias - ys) ** 2).mean() + alpha / len(y) * (weight * weight).sum()
+        if ls is not None and rank_weight > 0:
+            scores = ls @ weight
+            loss = loss + rank_weight * (torch.relu(MARGIN - (scores[better] - scores[worse])) ** 2).mean()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    head = IqaHead(x.shape[1])
+    with torch.no_grad():
+        head.feature_mean.copy_(torch.from_numpy(mean))
+        head.feature_std.copy_(torch.from_numpy(std))
+        head.linear.weight.copy_(weight.detach().float()[None])
+        head.linear.bias.copy_(bias.detach().float()[None])
+    return head.eval()
+
+
+def predict(head: IqaHead, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return np.clip(head(torch.from_numpy(x.astype(np.float32))).numpy(), 0, 100)
+
+
+def agreement(pred: np.ndarray, mos: np.ndarray) -> dict:
+    return {
+        "srcc": round(float(spearmanr(pred, mos)[0]), 4),
+        "plcc": round(float(pearsonr(pred, mos)[0]), 4),
+        "mae": round(float(np.abs(pred - mos).mean()), 2),
+        "images": int(len(mos)),
+    }
+
+
+def ladder_order(head: IqaHead, ladder: np.ndarray, pairs: np.ndarray) -> float:
+    """Share of adjacent ladder steps whose score does not rise."""
+    if not len(pairs):
+        return float("nan")
+    scores = predict(head, ladder)
+    return float(np.mean(scores[pairs[:, 0]] >= scores[pairs[:, 1]]))
+
+
+def cross_validate(x, y, ladder, pairs, alpha, rank_weight) -> np.ndarray:
+    """Out-of-fold predictions (folds by position, fixed)."""
+    folds = np.arange(len(y)) % FOLDS
+    out = np.zeros(len(y))
+    for fold in range(FOLDS):
+        train = folds != fold
+        mean, std = _standardisation(x[train])
+        out[~train] = predict(train_linear(x[train], y[train], ladder, pairs, alpha, rank_weight, mean, std), x[~train])
+    return out
+
+
+def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x.mean(axis=0), x.std(axis=0) + 1e-6
+
+
+def fit_iqa_head(work: Path, rank_weight: float = 1.0) -> dict:
+    """Choose alpha by cross-validation, fit on the whole training part, save WORK/iqa_head.pt + fit.json."""
+    dev = np.load(work / "dev_features.npz")
+    x, y, held = dev["features"].astype(np.float64), dev["mos"].astype(np.float64), dev["heldout"].astype(bool)
+    ladder, pairs = ladder_steps(work / "ladders")
+    ladder = ladder.astype(np.float64)
+    x_train, y_train = x[~held], y[~held]
+    cv = {}
+    for alpha in ALPHAS:
+        cv[alpha] = agreement(cross_validate(x_train, y_train, ladder, pairs, alpha, rank_weight), y_train)
+    best = max(ALPHAS, key=lambda a: cv[a]["srcc"])
+    without_ranking = agreement(cross_validate(x_train, y_train, ladder, pairs, best, 0.0), y_train)
+    mean, std = _standardisation(x_train)
+    head = train_linear(x_train, y_train, ladder, pairs, best, rank_weight, mean, std)
+    torch.save(head.state_dict(), work / "iqa_head.pt")
+    summary = {
+        "alpha": best,
+        "rank_weight": rank_weight,
+        "train_images": int((~held).sum()),
+        "heldout_images": int(held.sum()),
+        "ladder_rows": int(len(ladder)),
+        "ladder_steps": int(len(pairs)),
+        "cv_5fold_train_part": cv[best],
+        "cv_5fold_without_ranking": without_ranking,
+        "cv_by_alpha": {str(a): cv[a] for a in ALPHAS},
+        "heldout_features": agreement(predict(head, x[held]), y[held]),
+        "training_ladder_steps_in_order": round(ladder_order(head, ladder, pairs), 4),
+    }
+    (work / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def load_iqa_head(work: Path) -> IqaHead:
+    head = IqaHead()
+    head.load_state_dict(torch.load(work / "iqa_head.pt", map_location="cpu", weights_only=True))
+    return head.eval()

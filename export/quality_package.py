@@ -1,0 +1,82 @@
+"""Write the two-view package: ONNX files, manifest (input contract, provenance, fidelity), model card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from perceptlite.manifest import write_package
+
+from .quality_model import CROP_CELLS, CROP_GRID, CROP_SIZE
+from .train_student import INPUT_MEAN, INPUT_STD
+
+NAME = "perceptlite-base"
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+DESCRIPTION = (
+    "EfficientNet-Lite0 student (iaa, ista distilled from open teachers) with an iqa head learnt from "
+    "human opinion scores on native-resolution crops; not UniPercept"
+)
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def build_manifest(work: Path, version: str, command: str, fidelity: dict | None) -> dict:
+    student = _read(work / "student-0.1.0.json").get("provenance", {})
+    return {
+        "name": NAME,
+        "version": version,
+        "backend": "onnx",
+        "description": DESCRIPTION,
+        "files": list(VARIANT_FILES.values()),
+        "variants": dict(VARIANT_FILES),
+        "default_variant": "int8",
+        "input": {
+            "size": [CROP_SIZE, CROP_SIZE],
+            "resize": "stretch",
+            "interpolation": "bicubic",
+            "mean": list(INPUT_MEAN),
+            "std": list(INPUT_STD),
+            "draft_factor": 2.0,
+            "crops": {"size": CROP_SIZE, "grid": list(CROP_GRID), "cells": [list(c) for c in CROP_CELLS], "tensor": "crops"},
+        },
+        "outputs": {
+            axis: {"tensor": "scores", "index": index, "calibration": {"scale": 1.0, "offset": 0.0}}
+            for index, axis in enumerate(("iaa", "iqa", "ista"))
+        },
+        "provenance": {
+            "iqa": {
+                "what": "linear head on the student's multi-scale statistics of 5 native-resolution 224-px crops, averaged",
+                "trained_on": "mean opinion scores of the training part (75 %) of ../shared/human/clive-dev (LIVE In the Wild, 600 phone photos), plus ranking of distortion ladders (noise, JPEG, resampling, Gaussian and motion blur) of 80 of those photos at 500 px and 12 Debian wallpapers at 1,000-4,000 px",
+                "held_out": "dev photos with sha256(file name) % 100 < 25 (export/splits.py): never trained on; 6 wallpaper photos never trained on",
+                "fit": _read(work / "fit.json"),
+            },
+            "iaa": {
+                "what": "the student's iaa head (distilled from NIMA) through a monotone map onto the spread of AVA's human mean ratings",
+                "calibration": _read(work / "iaa_knots.json"),
+            },
+            "ista": {"what": "the student's ista head, unchanged"},
+            "student": student,
+            "command": command,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "fidelity": fidelity or {},
+    }
+
+
+def write_quality_package(work: Path, out: Path, version: str, command: str, fidelity: dict | None) -> Path:
+    """Copy the ONNX files into `out`, write its manifest and model card."""
+    from .quality_card import model_card
+
+    out.mkdir(parents=True, exist_ok=True)
+    for filename in VARIANT_FILES.values():
+        source = work / filename
+        if not source.is_file():
+            raise SystemExit(f"{source}: missing; run `python -m export.quality export` first")
+        if not (out / filename).is_file() or (out / filename).read_bytes() != source.read_bytes():
+            shutil.copyfile(source, out / filename)
+    manifest = build_manifest(work, version, command, fidelity)
+    return write_package(out, manifest, model_card(manifest))
