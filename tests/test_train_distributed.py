@@ -1,0 +1,63 @@
+"""export/train under torchrun: 2 CPU processes (gloo, FSDP) write what one process writes, on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from export.train import train  # noqa: E402
+from test_train_stage1 import dataset_args, mixed_data  # noqa: E402,F401  (fixture)
+
+torch.set_num_threads(2)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torchrun(module: str, args: list[str]) -> subprocess.CompletedProcess:
+    runner = Path(sys.executable).with_name("torchrun")
+    command = [str(runner) if runner.is_file() else shutil.which("torchrun") or "torchrun",
+               "--standalone", "--nproc-per-node", "2", "-m", module, *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+
+
+def layout(folder: Path) -> dict:
+    """File names, and per tensor its dtype and shape, of a checkpoint folder."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as handle:
+        tensors = {key: (str(handle.get_slice(key).get_dtype()), tuple(handle.get_slice(key).get_shape())) for key in handle.keys()}
+    return {"files": sorted(p.name for p in folder.iterdir() if p.is_file()), "tensors": tensors}
+
+
+def test_two_process_fsdp_run_writes_the_one_process_checkpoint(unipercept_tiny_checkpoint: Path, mixed_data, tmp_path: Path) -> None:
+    base = ["--checkpoint", str(unipercept_tiny_checkpoint), *dataset_args(mixed_data), "--device", "cpu",
+            "--train", "mlp1,llm-layers", "--lr", "3e-3", "--warmup", "1", "--grad-accum", "1", "--workers", "0",
+            "--save-every", "1", "--keep-last", "2", "--log-every", "1", "--sigma", "4"]
+    common = base + ["--steps", "2"]
+    # The same 4 samples per step: one process x batch 4, or two processes x batch 2.
+    assert train.main(["--output", str(tmp_path / "one"), "--batch-size", "4", *common]) == 0
+    result = torchrun("export.train.train", ["--output", str(tmp_path / "two"), "--batch-size", "2", *common])
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "on 2 process(es)" in result.stderr and "step 2/2" in result.stderr
+
+    for folder in ("", "checkpoints/step-0000001", "checkpoints/step-0000002"):
+        assert layout(tmp_path / "one" / folder) == layout(tmp_path / "two" / folder), folder
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
+    # Same update: FSDP averages the two halves' gradients into the one-process gradient.
+    one = torch.load(tmp_path / "one" / "checkpoints/step-0000002/trainer_state.pt", weights_only=True)
+    two = torch.load(tmp_path / "two" / "checkpoints/step-0000002/trainer_state.pt", weights_only=True)
+    assert one["trainable"].keys() == two["trainable"].keys()
+    for name, value in one["trainable"].items():
+        assert torch.allclose(value, two["trainable"][name], atol=1e-4, rtol=1e-3), name
+    assert one["optimizer"]["state"].keys() == two["optimizer"]["state"].keys()
+
+    # The two-process run resumes on one process (the trainer state holds whole tensors, not shards).
+    assert train.main(["--output", str(tmp_path / "two"), "--batch-size", "4", *base, "--steps", "3", "--resume"]) == 0
+    assert (tmp_path / "two" / "checkpoints" / "step-0000003" / "trainer_state.pt").is_file()
