@@ -24,7 +24,8 @@ def torchrun(module: str, args: list[str]) -> subprocess.CompletedProcess:
     command = [str(runner) if runner.is_file() else shutil.which("torchrun") or "torchrun",
                "--standalone", "--nproc-per-node", "2", "-m", module, *args]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+    # The timeout only guards against a hung collective; nothing asserts on durations.
+    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
 
 
 def layout(folder: Path) -> dict:
@@ -61,3 +62,16 @@ def test_two_process_fsdp_run_writes_the_one_process_checkpoint(unipercept_tiny_
     # The two-process run resumes on one process (the trainer state holds whole tensors, not shards).
     assert train.main(["--output", str(tmp_path / "two"), "--batch-size", "4", *base, "--steps", "3", "--resume"]) == 0
     assert (tmp_path / "two" / "checkpoints" / "step-0000003" / "trainer_state.pt").is_file()
+
+
+def test_two_process_grpo_mixes_ratings_and_generated_replies(unipercept_tiny_checkpoint: Path, mixed_data, tmp_path: Path) -> None:
+    """Ranks roll out different kinds of prompts (one forward vs a generated reply) without a collective mismatch."""
+    args = ["--checkpoint", str(unipercept_tiny_checkpoint), "--output", str(tmp_path / "grpo"), *dataset_args(mixed_data),
+            "--device", "cpu", "--train", "mlp1,llm-layers", "--lr", "1e-3", "--batch-size", "2", "--grad-accum", "1",
+            "--workers", "0", "--steps", "2", "--save-every", "2", "--log-every", "1", "--group-size", "4",
+            "--max-new-tokens", "3"]
+    result = torchrun("export.train.grpo", args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "step 2/2" in result.stderr and "reward" in result.stderr
+    assert (tmp_path / "grpo" / "checkpoints" / "step-0000002" / "trainer_state.pt").is_file()
+    assert layout(tmp_path / "grpo")["tensors"] == layout(unipercept_tiny_checkpoint)["tensors"]

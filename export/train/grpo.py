@@ -136,14 +136,15 @@ class TaskAlignedRL:
     def _rollouts(self, engine: Engine, step: int, samples: list) -> list[Rollout]:
         rollouts = []
         engine.policy.eval()
-        for local_index, sample in enumerate(samples):
-            global_index = engine.runtime.rank + local_index * engine.runtime.world
-            generator = torch.Generator(device=engine.device).manual_seed(
-                engine.options.seed * 1_000_003 + step * 10_007 + global_index)
-            pixels = engine.pixels([sample])
-            with engine.autocast:
-                make = self._rating_rollout if sample.task == "rating" else self._question_rollout
-                rollouts.append(make(engine, sample, pixels, generator))
+        with engine.runtime.gathered(engine.policy, engine.reference):
+            for local_index, sample in enumerate(samples):
+                global_index = engine.runtime.rank + local_index * engine.runtime.world
+                generator = torch.Generator(device=engine.device).manual_seed(
+                    engine.options.seed * 1_000_003 + step * 10_007 + global_index)
+                pixels = engine.pixels([sample])
+                with engine.autocast:
+                    make = self._rating_rollout if sample.task == "rating" else self._question_rollout
+                    rollouts.append(make(engine, sample, pixels, generator))
         engine.policy.train()
         return rollouts
 
@@ -165,6 +166,7 @@ class TaskAlignedRL:
         tokens = rollout.mask.sum().clamp(min=1)
         loss = (per_token * rollout.mask).sum() / tokens
         clipped = ((ratio - 1).abs() > settings.clip).float()
+        kl, clipped = kl.detach(), clipped.detach()
         return loss, {"kl": float((kl * rollout.mask).sum() / tokens), "clipped": float((clipped * rollout.mask).sum() / tokens)}
 
     def train_step(self, engine: Engine, step: int, samples: list) -> dict:

@@ -12,6 +12,7 @@ in CPU memory, for the checkpoint folders and `trainer_state.pt`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -86,6 +87,30 @@ class Runtime:
             fully_shard(layer, mp_policy=mixed)
         fully_shard(policy, mp_policy=mixed)
         return policy
+
+    @contextlib.contextmanager
+    def gathered(self, *modules: nn.Module | None):
+        """Keep the modules' weights whole on every rank for a while (GRPO's rollouts), then shard them again.
+
+        FSDP gathers a unit's weights with a collective at each forward, so every rank must run the same forwards.
+        Rollouts differ per rank (a rating is one forward, a generated reply one per token), so they run on weights
+        gathered once up front: no collectives in between.
+        """
+        if not self.distributed:
+            yield
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [unit for module in modules if module is not None for unit in module.modules() if isinstance(unit, FSDPModule)]
+        for unit in units:
+            unit.set_reshard_after_forward(False, recurse=False)
+            unit.unshard()
+        try:
+            yield
+        finally:
+            for unit in units:
+                unit.reshard()
+                unit.set_reshard_after_forward(True, recurse=False)
 
     def full_state(self, module: nn.Module) -> dict[str, torch.Tensor]:
         """The module's whole state dict as plain CPU tensors: on rank 0 (other ranks get {})."""
