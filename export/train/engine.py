@@ -1,7 +1,8 @@
 """What both stages share: options, model set-up (one process or FSDP), the step loop, checkpoints and resuming.
 
-A stage supplies `train_step(engine, step, samples) -> metrics`: it runs forward/backward passes and optimizer
-steps for this process's share of the step's samples. The engine deals the samples out, logs, saves and resumes.
+A stage supplies `train_step(engine, step, samples) -> metrics` (lists of values under the names in its
+`metric_names`): it runs forward/backward passes and optimizer steps for this process's share of the step's
+samples. The engine deals the samples out, logs, saves and resumes.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class Engine:
             for key, values in metrics.items():
                 window.setdefault(key, []).extend(values)
             if step % options.log_every == 0 or step == options.steps:
-                shown = "  ".join(f"{key} {runtime.mean(values):.4f}" for key, values in sorted(window.items()))
+                shown = "  ".join(f"{key} {value:.4f}" for key, value in runtime.means(window, stage.metric_names).items())
                 runtime.log(f"step {step}/{options.steps}  {shown}  lr {self.scheduler.get_last_lr()[0]:.2e}  "
                             f"{time.time() - started:.0f}s")
                 window = {}

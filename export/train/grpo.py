@@ -69,6 +69,8 @@ class Rollout:
 class TaskAlignedRL:
     """Stage 2: GRPO. One data step = rollouts for the step's prompts, then `updates_per_step` optimizer steps."""
 
+    metric_names = ("reward", "kl", "clipped")
+
     def __init__(self, settings: GrpoSettings):
         self.settings = settings
 

@@ -69,12 +69,12 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
-    def mean(self, values: list[float]) -> float:
-        """Mean of `values` over all ranks (for log lines)."""
-        total = torch.tensor([sum(values), len(values)], dtype=torch.float64)
+    def means(self, window: dict[str, list[float]], keys: tuple[str, ...]) -> dict[str, float]:
+        """Per key, the mean of its values over all ranks (one collective; keys a rank has no values for count 0)."""
+        totals = torch.tensor([[sum(window.get(key, [])), len(window.get(key, []))] for key in keys], dtype=torch.float64)
         if self.distributed:
-            dist.all_reduce(total)
-        return float(total[0] / max(1.0, float(total[1])))
+            dist.all_reduce(totals)
+        return {key: float(total / count) for key, (total, count) in zip(keys, totals.tolist()) if count > 0}
 
     def shard(self, policy: nn.Module, bf16: bool) -> nn.Module:
         """Wrap `policy` with FSDP (one unit per decoder and vision layer, plus the root); no-op in one process."""

@@ -81,6 +81,8 @@ def sample_losses(policy, prompts, samples: list[Sample], pixels: torch.Tensor, 
 class DomainAdaptivePretraining:
     """Stage 1: the mixed supervised loss, averaged over the step's samples (all processes together)."""
 
+    metric_names = ("loss", "rating_abs_error", "answer_nll")
+
     def __init__(self, sigma: float):
         self.sigma = sigma
 
