@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 torch = pytest.importorskip("torch")
 
@@ -108,4 +109,15 @@ def test_grpo_on_questions_resumes_after_a_kill(unipercept_tiny_checkpoint: Path
     log = capsys.readouterr().err
     assert "resumed from" in log and "step 3/3" in log
     assert_same_trained_state(tmp_path / "straight", tmp_path / "killed", step=3)
-    assert unipercept.ReferenceScorer(tmp_path / "killed").rate(toy_task["images"] / "synthetic_00.png", ("iaa",))
+
+    # The output is a checkpoint like the original: a distillation teacher, and (with llama.cpp) a GGUF package.
+    from export.teachers import load_teacher
+
+    labels = load_teacher(f"unipercept:{tmp_path / 'killed'}").label(Image.open(toy_task["images"] / "synthetic_00.png"))
+    assert labels.keys() == {"iaa", "iqa", "ista"}
+    pytest.importorskip("llama_cpp")
+    from export import gguf
+
+    assert gguf.main([str(tmp_path / "killed"), str(tmp_path / "package"), "--quant", "f16", "--default", "f16"]) == 0
+    manifest = json.loads((tmp_path / "package" / "perceptlite.json").read_text())
+    assert manifest["gguf"]["rating_prompts"] == {axis: unipercept.rating_prompt(axis) for axis in unipercept.AXES}
