@@ -12,10 +12,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from export.train import train  # noqa: E402
-from test_train_stage1 import dataset_args, mixed_data  # noqa: E402,F401  (fixture)
+from test_train_stage1 import dataset_args, write_mixed_data  # noqa: E402
 
 torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def mixed_data(tmp_path_factory) -> dict[str, Path]:
+    return write_mixed_data(tmp_path_factory.mktemp("mixed"))
 
 
 def torchrun(module: str, args: list[str]) -> subprocess.CompletedProcess:

@@ -26,8 +26,11 @@ TARGETS = [10, 90, 15, 85]
 
 @pytest.fixture(scope="module")
 def mixed_data(tmp_path_factory) -> dict[str, Path]:
+    return write_mixed_data(tmp_path_factory.mktemp("mixed"))
+
+
+def write_mixed_data(root: Path) -> dict[str, Path]:
     """Four synthetic images with a rating file (1-5 scale), a multiple-choice file and a free-text file."""
-    root = tmp_path_factory.mktemp("mixed")
     images = tiny.synthetic_images(root / "images", count=len(TARGETS), seed=3)
     rating = [{"image": p.name, "gt_score": 1 + 4 * t / 100} for p, t in zip(images, TARGETS)]
     choices = [{"image": p.name, "question": "How sharp is the image?\nA. very sharp\nB. sharp\nC. blurry\nD. very blurry",

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import torch
 
-from export.unipercept import read_config
-
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TRAINER_STATE = "trainer_state.pt"
 
@@ -94,7 +92,3 @@ def publish_final(weights: dict, source: Path, output: Path) -> None:
         shutil.move(str(path), target)
     staging.rmdir()
 
-
-def check_source(checkpoint: Path) -> dict:
-    """The source checkpoint's config (a one-line error when it is not an InternVL-layout folder)."""
-    return read_config(checkpoint)

@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,7 +57,6 @@ class TrainOptions:
     workers: int = 2
     log_every: int = 10
     updates_per_step: int = 1  # optimizer steps per data step (GRPO's inner updates on one batch of rollouts)
-    extra: dict = field(default_factory=dict)
 
     def model_options(self, lora_dropout: float) -> ModelOptions:
         return ModelOptions(self.train, self.lora_rank, self.lora_alpha, lora_dropout, self.gradient_checkpointing)
