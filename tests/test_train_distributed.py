@@ -75,9 +75,15 @@ def test_two_process_fsdp_run_writes_the_one_process_checkpoint(unipercept_tiny_
 
 
 def test_two_process_grpo_mixes_ratings_and_generated_replies(unipercept_tiny_checkpoint: Path, mixed_data, tmp_path: Path) -> None:
-    """Ranks roll out different kinds of prompts (one forward vs a generated reply) without a collective mismatch."""
+    """Ranks roll out different kinds of prompts (one forward vs a generated reply) without a collective mismatch.
+
+    LoRA on the LLM, as the 8-GPU config runs stage 2: the KL reference is the sharded model with adapters off.
+    """
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
     args = ["--checkpoint", str(unipercept_tiny_checkpoint), "--output", str(tmp_path / "grpo"), *dataset_args(mixed_data),
-            "--device", "cpu", "--train", "mlp1,llm-layers", "--lr", "1e-3", "--batch-size", "2", "--grad-accum", "1",
+            "--device", "cpu", "--train", "llm", "--lora-rank", "4", "--lr", "1e-2", "--batch-size", "2", "--grad-accum", "1",
             "--workers", "0", "--steps", "2", "--save-every", "2", "--log-every", "1", "--group-size", "4",
             "--max-new-tokens", "3"]
     result = torchrun("export.train.grpo", args)
@@ -85,3 +91,7 @@ def test_two_process_grpo_mixes_ratings_and_generated_replies(unipercept_tiny_ch
     assert "step 2/2" in result.stderr and "reward" in result.stderr
     assert (tmp_path / "grpo" / "checkpoints" / "step-0000002" / "trainer_state.pt").is_file()
     assert layout(tmp_path / "grpo")["tensors"] == layout(unipercept_tiny_checkpoint)["tensors"]
+    start, trained = load_file(str(unipercept_tiny_checkpoint / "model.safetensors")), load_file(str(tmp_path / "grpo" / "model.safetensors"))
+    key = "language_model.model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(start[key], trained[key])  # the adapters, merged into the original weight names
+    assert torch.equal(start["mlp1.1.weight"], trained["mlp1.1.weight"])
