@@ -97,6 +97,15 @@ def test_prompts_are_the_reference_scorers(unipercept_tiny_checkpoint: Path, mix
     assert prompts.question_text(text) == "\nDescribe the texture of the image."
     assert prompts.answer_ids("C")[-1] == prompts.im_end_id  # the loss covers the closing <|im_end|> too
 
+    # Loss on answer tokens only: a question row scores exactly the positions that predict its answer tokens,
+    # a rating row only its last prompt position.
+    rating = all_samples(mixed_data)[0]
+    rows, positions, answers = train.teacher_forced_rows(prompts, [rating, mcq])
+    prompt = prompts.prompt_ids(mcq)
+    assert rows[0] == prompts.rating_ids["iaa"] and positions[0] == [len(rows[0]) - 1] and answers[0] == []
+    assert answers[1] == prompts.answer_ids(mcq.answer) and rows[1] == prompt + answers[1][:-1]
+    assert positions[1] == [len(prompt) - 1 + k for k in range(len(answers[1]))]
+
 
 def test_mixed_stage1_loss_falls(unipercept_tiny_checkpoint: Path, mixed_data, tmp_path: Path, capsys) -> None:
     status = train.main(["--checkpoint", str(unipercept_tiny_checkpoint), "--output", str(tmp_path / "run"),
