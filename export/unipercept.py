@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from perceptlite.unipercept_prompts import AXIS_DESCRIPTIONS, RATING_TEMPLATE, VQA_TEMPLATE  # the one copy of the prompts
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SIZE = 448
@@ -42,21 +44,7 @@ DEFAULT_SYSTEM_MESSAGE = (
     "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 )
 
-AXIS_DESCRIPTIONS = {"iaa": "aesthetics", "iqa": "quality", "ista": "structure and texture richness"}
 AXES = tuple(AXIS_DESCRIPTIONS)
-
-# UniPercept's rating instruction, byte for byte (including its "73-ec, 74-ed" slip).
-RATING_TEMPLATE = (
-    "Rate the {desc} score of the image in 0-100. In the output format, numbers are replaced by 2 corresponding "
-    "letters, and the mapping relationship is: score 0 to 25: 0-aa, 1-ab, 2-ac, 3-ad, ... , 25-az, \nscore 26 to "
-    "50: 26-ca, 27-cb, 28-cc, 29-cd, ..., 50-cy, \nscore 51 to 75: 51-da, 52-db, 53-dc, 54-dd, ..., 75-dy, \nscore "
-    "76 to 100: 76-ea, 77-eb, 73-ec, 74-ed, ..., 100-ey. \nThe answer only outputs 2 corresponding letters."
-)
-
-VQA_TEMPLATE = (
-    "Given the image and the following multiple-choice question, choose the best answer. Only reply with the "
-    "letter (A, B, C, or D).\n\nQuestion:\n\n{question}"
-)
 
 
 def _score_token(score: int) -> str:
@@ -78,6 +66,11 @@ def rating_prompt(axis: str) -> str:
 def vqa_prompt(question: str) -> str:
     """UniPercept's multiple-choice VQA question, without the `<image>` tag."""
     return VQA_TEMPLATE.format(question=question)
+
+
+def chat_question(question: str) -> str:
+    """A free question as InternVL's chat() asks it after the image: `<image>\\n{question}`, without the `<image>` tag."""
+    return "\n" + question
 
 
 def image_tokens(num_image_tokens: int = NUM_IMAGE_TOKENS) -> str:
@@ -460,7 +453,7 @@ class ReferenceScorer:
     def reply(self, image, question: str, max_new_tokens: int = 16) -> str:
         """Greedy reply to a free question about the image (`<image>\\n` + question, as InternVL's chat())."""
         cache = self.encode_image_prefix(image)
-        ids = self._ids(self._question_suffix("\n" + question))
+        ids = self._ids(self._question_suffix(chat_question(question)))
         generated: list[int] = []
         for _ in range(max_new_tokens):
             output = self.language_model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)

@@ -18,17 +18,13 @@ from PIL import Image
 
 from .errors import DeviceError
 from .manifest import ModelPackage, ModelPackageError
+from .unipercept_prompts import VQA_TEMPLATE as VQA_INSTRUCTION  # UniPercept's multiple-choice instruction
 
 INSTALL_HINT = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "perceptlite[gguf]"'
 CHAT_TEMPLATE = (
     "<|im_start|>system\n{system}<|im_end|>\n"
     "<|im_start|>user\n{user}<|im_end|>\n"
     "<|im_start|>assistant\n"
-)
-# UniPercept's multiple-choice (VQA) instruction, byte for byte.
-VQA_INSTRUCTION = (
-    "Given the image and the following multiple-choice question, choose the best answer. "
-    "Only reply with the letter (A, B, C, or D).\n\nQuestion:\n\n{question}"
 )
 CONTEXT_TOKENS = 2048
 BATCH_TOKENS = 512

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# UniPercept's two-stage recipe for an 8B InternVL-3 checkpoint on one node with 8 GPUs (80 GB or 40 GB each),
+# PyTorch FSDP through torchrun. Memory arithmetic: export/train/README.md ("8B on 8 GPUs").
+#
+#   BASE=/models/InternVL3-8B DATA=/data RUN=/runs/unipercept bash export/train/configs/unipercept-8b-8gpu.sh
+#
+# Re-running the script after a crash or a kill resumes each stage from its newest step checkpoint.
+set -euo pipefail
+BASE=${BASE:?set BASE to the starting checkpoint folder (original InternVL layout)}
+DATA=${DATA:?set DATA to the folder holding the JSON files and image folders below}
+RUN=${RUN:?set RUN to the output folder}
+GPUS=${GPUS:-8}
+LAUNCH=(torchrun --standalone --nproc-per-node "$GPUS")
+resume_flag() { [ -d "$1/checkpoints" ] && echo --resume || true; }
+
+# Stage 1, domain-adaptive pre-training: full fine-tuning of projector + LLM, FSDP-sharded (about 24 GB per GPU).
+# Global batch = 4 samples x 4 accumulation x 8 GPUs = 128 (the paper's batch size).
+"${LAUNCH[@]}" -m export.train.train --checkpoint "$BASE" --output "$RUN/stage1" $(resume_flag "$RUN/stage1") \
+    --dataset json="$DATA/koniq_train.json",images="$DATA/koniq",axis=iqa,min=0,max=100 \
+    --dataset json="$DATA/artimuse_train.json",images="$DATA/artimuse",axis=iaa,min=0,max=100 \
+    --dataset json="$DATA/ista_train.json",images="$DATA/ista",axis=ista,min=0,max=100 \
+    --dataset json="$DATA/perceptual_qa.json",images="$DATA/qa_images" \
+    --train mlp1,llm --lr 1e-5 --warmup 100 --batch-size 4 --grad-accum 4 --steps 12500 \
+    --gradient-checkpointing --save-every 500 --keep-last 2 --workers 4
+
+# Stage 2, task-aligned RL (GRPO): LoRA on the LLM, so the KL reference is the stage-1 model with the adapters off.
+# G = 8 answers per prompt, beta = 0.001, clip 0.2 (the paper's settings); 16 prompts x 8 GPUs = 128 prompts per step;
+# 940 steps = 2 epochs over ~30K rating + ~30K VQA prompts.
+"${LAUNCH[@]}" -m export.train.grpo --checkpoint "$RUN/stage1" --output "$RUN/stage2" $(resume_flag "$RUN/stage2") \
+    --dataset json="$DATA/koniq_train.json",images="$DATA/koniq",axis=iqa,min=0,max=100 \
+    --dataset json="$DATA/artimuse_train.json",images="$DATA/artimuse",axis=iaa,min=0,max=100 \
+    --dataset json="$DATA/ista_train.json",images="$DATA/ista",axis=ista,min=0,max=100 \
+    --dataset json="$DATA/vqa_train.json",images="$DATA/vqa_images" \
+    --train llm --lora-rank 64 --lr 1e-5 --batch-size 4 --grad-accum 4 --group-size 8 --beta 0.001 --clip 0.2 \
+    --steps 940 --gradient-checkpointing --save-every 50 --keep-last 2 --workers 4
