@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import stat
 import threading
 from dataclasses import dataclass
 
@@ -114,7 +115,7 @@ _UNIDENTIFIED = "not an image, or a format Pillow cannot read"
 
 def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
     try:
-        with Image.open(path) as image:
+        with _open_image_file(path) as handle, Image.open(handle) as image:
             width, height = image.size
             _check_pixels(width, height, max_pixels)
             orientation = _orientation(image)
@@ -149,6 +150,59 @@ def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     return DecodedImage(rgb, width, height, box)
+
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _open_image_file(path):
+    """A binary file object for `path`, opened only when it is a regular file (links followed).
+
+    FIFOs, sockets and devices are refused from their status, without opening them; the file is
+    opened non-blocking and checked again, so one swapped in meanwhile cannot hang the read either.
+    A file object passed in is used as it is (and not closed).
+    """
+    if hasattr(path, "read"):
+        return _Borrowed(path)
+    _require_regular(os.stat(path).st_mode)
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        _require_regular(os.fstat(fd).st_mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _require_regular(mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise DecodeError("is a folder, not an image file")
+    raise DecodeError(f"not a regular file ({_special_kind(mode)}); not read")
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
+class _Borrowed:
+    """A caller's file object in a `with` block that leaves it open."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __enter__(self):
+        return self.handle
+
+    def __exit__(self, *exc_info) -> None:
+        pass
 
 
 def decode_pil(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:

@@ -1,17 +1,21 @@
 """Parquet score files (``--parquet FILE``), written and read with pyarrow (``pip install "perceptlite[parquet]"``).
 
 Columns: the score record fields (path, iaa, iqa, ista, width, height, error) plus ``model`` and
-``model_hash``, so a dataset table says which model produced it. The file is written under a
+``model_hash``, so a dataset table says which model produced it, and ``path_bytes``: null for
+every name that is valid UTF-8, else the name's exact bytes (``path`` then shows each undecodable
+byte as U+FFFD; see perceptlite/names.py). The file is written under a
 temporary name and renamed when complete: an interrupted run never leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from typing import Any, Iterable, Mapping
 
 from .errors import PerceptliteError
+from .names import from_bytes, readable_text, utf8_or_none
 
 INSTALL_HINT = 'pip install "perceptlite[parquet]"'
 RECORD_COLUMNS = ("path", "iaa", "iqa", "ista", "width", "height", "error")
@@ -43,6 +47,7 @@ def schema():
             ("error", pa.string()),
             ("model", pa.string()),
             ("model_hash", pa.string()),
+            ("path_bytes", pa.binary()),
         ]
     )
 
@@ -71,6 +76,9 @@ class ParquetScoreWriter:
     def write(self, record: Any) -> None:
         """Add one score record (a ScoreResult or a mapping with the record fields)."""
         row = record_dict(record)
+        if isinstance(row.get("path"), str) and utf8_or_none(row["path"]) is not None:
+            row["path_bytes"] = utf8_or_none(row["path"])
+            row["path"] = readable_text(row["path"])
         row.setdefault("model", self.model)
         row.setdefault("model_hash", self.model_hash)
         self._rows.append(row)
@@ -81,7 +89,7 @@ class ParquetScoreWriter:
         """Finish the file and move it into place."""
         self._flush()
         self._writer.close()
-        os.replace(self._tmp, self.path)
+        publish_file(self._tmp, self.path)
 
     def abort(self) -> None:
         """Drop the unfinished file."""
@@ -128,7 +136,12 @@ def read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise PerceptliteError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())[:200]})") from None
     if "path" not in table.column_names:
         raise PerceptliteError(f"{path}: Parquet file has no 'path' column (not a perceptlite score file)")
-    return table.to_pylist()
+    rows = table.to_pylist()
+    for row in rows:
+        raw = row.pop("path_bytes", None)
+        if raw is not None:
+            row["path"] = from_bytes(raw)
+    return rows
 
 
 def record_dict(record: Any) -> dict[str, Any]:
@@ -140,3 +153,18 @@ def record_dict(record: Any) -> dict[str, Any]:
 
         return output_record(record)  # rounded like the CSV and JSON outputs
     return {name: getattr(record, name, None) for name in RECORD_COLUMNS}
+
+
+def publish_file(finished: str, path: str) -> None:
+    """Put a finished temp file at `path`: replace a regular file (following links), or copy it
+    into a FIFO or device as a stream and drop the temp file."""
+    from .writers import is_stream_target
+
+    if not is_stream_target(path):
+        os.replace(finished, os.path.realpath(path))
+        return
+    try:
+        with open(finished, "rb") as source, open(path, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+    finally:
+        os.unlink(finished)

@@ -142,10 +142,10 @@ def build_report(results: Sequence[ScoreResult], title: str = "perceptlite repor
 
 def write_report(results: Sequence[ScoreResult], output: str | os.PathLike, title: str = "perceptlite report") -> None:
     """Write the report to `output` atomically."""
-    from .writers import atomic_output
+    from .writers import output_file
 
     document = build_report(results, title)
-    with atomic_output(output) as handle:
+    with output_file(output) as handle:
         handle.write(document)
 
 

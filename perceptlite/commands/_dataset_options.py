@@ -70,14 +70,14 @@ class DatasetRun:
             click.echo(f"perceptlite: cache {self.cache_path}: {self.cache.hits} reused, {self.cache.stored} newly scored", err=True)
 
 
-def dataset_run(cache_path: str | None, parquet_path: str | None, package: ModelPackage, quiet: bool = False) -> DatasetRun:
+def dataset_run(cache_path: str | None, parquet_path: str | None, package: ModelPackage, quiet: bool = False, variant: str | None = None) -> DatasetRun:
     """Open the cache and the Parquet writer (one-line error and exit 2 on failure); closed with the click context."""
     cache = parquet = None
     try:
         if cache_path:
-            from ..cache import ScoreCache
+            from ..cache import ScoreCache, model_key
 
-            cache = ScoreCache(cache_path, package.package_hash)
+            cache = ScoreCache(cache_path, model_key(package, variant))
         if parquet_path:
             from ..parquet import ParquetScoreWriter
 

@@ -11,7 +11,7 @@ from ..discover import iter_image_files
 from ..errors import PerceptliteError
 from ..pipeline import ScoreResult
 from ..score_files import read_scores, score_format
-from ..writers import WRITERS, atomic_output
+from ..writers import WRITERS, output_file
 
 MAX_LISTED = 5
 
@@ -52,7 +52,7 @@ def write_results(results: Iterable[ScoreResult], output: str, model: str | None
 
         write_parquet(results, output, model, model_hash)
         return
-    with atomic_output(output) as handle:
+    with output_file(output) as handle:
         writer = WRITERS[kind](handle)
         for result in results:
             writer.write(result)

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import stat
 import sys
 from typing import Iterable, Iterator
 
 import click
 
 from ..backend import load_backend
-from ..decode import DEFAULT_MAX_PIXELS
+from ..decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from ..discover import iter_image_files, parse_shard
 from ..errors import PerceptliteError
 from ..manifest import ModelPackageError
 from ..pipeline import ScoreResult, score_items
+from ..names import display_name
 from ..registry import DEFAULT_MODEL, load_model
-from ..writers import WRITERS, atomic_output, stdout_text
+from ..writers import WRITERS, output_file, stdout_text
 from ._dataset_options import dataset_options, dataset_run
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 0, 1, 2, 130, 141, 143
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -57,33 +60,78 @@ def _shard(ctx, param, value):
 @dataset_options
 def command(paths, model, variant, fmt, output, device, batch_size, threads, jobs, recursive, hidden, shard, max_pixels, quiet, cache_path, parquet_path):
     """Score images (files or folders, recursively) for iaa, iqa and ista (0-100)."""
+    _terminate_like_interrupt()
+    _refuse_inputs_as_outputs(paths, {"-o": output, "--parquet": parquet_path})
     backend = _open_backend(model, device, threads, variant)
     _allow_pixels(max_pixels)
     discovery_failures: list[str] = []
 
     def on_folder_error(path: str, reason: str) -> None:
         discovery_failures.append(path)
-        click.echo(f"perceptlite: cannot read folder {path}: {reason}", err=True)
+        click.echo(f"perceptlite: cannot read folder {display_name(path)}: {reason}", err=True)
 
     files = iter_image_files(paths, recursive=recursive, hidden=hidden, shard=shard, on_error=on_folder_error)
-    dataset = dataset_run(cache_path, parquet_path, backend.package, quiet)  # --cache, --parquet; closed with the click context
+    dataset = dataset_run(cache_path, parquet_path, backend.package, quiet, variant)  # --cache, --parquet; closed with the click context
     results = dataset.tee(score_items(backend, files, jobs=jobs, batch_size=batch_size, max_pixels=max_pixels, cache=dataset.cache))
     try:
         with _progress(quiet) as progress:
             scored, failed = _write_all(results, fmt, output, progress)
-    except KeyboardInterrupt:
-        click.echo("perceptlite: interrupted" + (f"; {output} left unchanged" if output else ""), err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        click.echo(f"perceptlite: {what}" + (f"; {display_name(output)} left unchanged" if output else ""), err=True)
+        sys.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
     except BrokenPipeError:  # e.g. `perceptlite score . | head`: stop quietly like other Unix tools
         _silence_stdout()
         sys.exit(EXIT_BROKEN_PIPE)
     except OSError as exc:
-        target = output or "stdout"
+        target = display_name(output) if output else "stdout"
         click.echo(f"perceptlite: cannot write {target}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_USAGE)
     if not quiet:
         _summary(scored, failed, output)
     sys.exit(EXIT_SOME_FAILED if failed or discovery_failures else EXIT_OK)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds (and cleans up) exactly like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _terminate_like_interrupt() -> None:
+    if hasattr(signal, "SIGTERM"):
+        with contextlib.suppress(ValueError):  # not the main thread (e.g. a test runner): keep the default
+            signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _refuse_inputs_as_outputs(paths, outputs: dict[str, str | None]) -> None:
+    """Exit 2 before any work when an output file is one of the images this run reads."""
+    for option, output in outputs.items():
+        clash = _input_named(output, paths) if output else None
+        if clash is not None:
+            click.echo(f"perceptlite: {option} {display_name(output)} is an input of this run ({display_name(clash)}); refusing to overwrite it", err=True)
+            sys.exit(EXIT_USAGE)
+
+
+def _input_named(output: str, paths) -> str | None:
+    """The input PATH that `output` is (a given file) or would be found in (an image under a folder)."""
+    try:
+        info = os.stat(output)
+    except OSError:
+        return None  # a new file is no input
+    if not stat.S_ISREG(info.st_mode):
+        return None  # FIFOs and devices are written through, never replaced
+    real = os.path.realpath(output)
+    for path in paths:
+        if os.path.isdir(path):
+            inside = real.startswith(os.path.realpath(path).rstrip(os.sep) + os.sep)
+            if inside and real.lower().endswith(IMAGE_EXTENSIONS):
+                return path
+        elif os.path.exists(path) and os.path.samefile(path, output):
+            return path
+    return None
 
 
 def _open_backend(model, device, threads, variant):
@@ -110,7 +158,7 @@ def _allow_pixels(max_pixels: int) -> None:
 
 def _write_all(results: Iterable[ScoreResult], fmt: str, output: str | None, progress) -> tuple[int, int]:
     scored = failed = 0
-    opener = atomic_output(output) if output else stdout_text()
+    opener = output_file(output) if output else stdout_text()
     with opener as stream:
         writer = WRITERS[fmt](stream)
         for result in results:
