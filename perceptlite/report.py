@@ -2,7 +2,7 @@
 
 Thumbnails are embedded as base64 JPEG, the three score histograms are inline SVG, the cards sort
 by each axis with a small inline script, and failed files are listed with their reason. Every
-file name is HTML-escaped.
+file name is shown in its display form (perceptlite/names.py) and HTML-escaped.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from .decode import DecodeError, decode_file
+from .names import display_name, escape_unsafe
 from .pipeline import ScoreResult, default_jobs
 
 AXES = ("iaa", "iqa", "ista")
@@ -164,7 +165,7 @@ def _extremes(scored: list[ScoreResult], thumbnail_of: dict) -> str:
 def _mini(result: ScoreResult, axis: str, thumbnail: str | None) -> str:
     return (
         f'<div class="mini">{_image(thumbnail, result.path)}'
-        f'<div class="name">{_text(os.path.basename(result.path))}</div>{axis} {getattr(result, axis):.1f}</div>'
+        f'<div class="name">{_name(os.path.basename(result.path))}</div>{axis} {getattr(result, axis):.1f}</div>'
     )
 
 
@@ -179,9 +180,9 @@ def _cards(scored: list[ScoreResult], thumbnail_of: dict) -> str:
         data = " ".join(f'data-{axis}="{getattr(result, axis):.4f}"' for axis in AXES)
         scores = "".join(f'<span class="{axis}">{axis} {getattr(result, axis):.1f}</span>' for axis in AXES)
         parts.append(
-            f'<div class="card" data-index="{index}" {data} data-name="{_attribute(result.path)}">'
+            f'<div class="card" data-index="{index}" {data} data-name="{_attribute(display_name(result.path))}">'
             f"{_image(thumbnail_of.get(id(result)), result.path)}"
-            f'<div class="name">{_text(result.path)}</div>'
+            f'<div class="name">{_name(result.path)}</div>'
             f'<div class="scores">{scores}</div><div class="size">{result.width}&times;{result.height}</div></div>'
         )
     parts.append("</div>")
@@ -191,14 +192,20 @@ def _cards(scored: list[ScoreResult], thumbnail_of: dict) -> str:
 def _failures(failed: list[ScoreResult]) -> str:
     if not failed:
         return '<h2>Failed files</h2><p id="failures">None.</p>'
-    rows = "".join(f"<tr><td>{_text(result.path)}</td><td>{_text(result.error or '')}</td></tr>" for result in failed)
+    rows = "".join(f"<tr><td>{_name(result.path)}</td><td>{_text(escape_unsafe(result.error or ''))}</td></tr>" for result in failed)
     return f'<h2>Failed files</h2><table id="failures"><tr><th>file</th><th>reason</th></tr>{rows}</table>'
 
 
 def _image(thumbnail: str | None, path: str) -> str:
     if thumbnail is None:
         return '<div class="noimg">no preview</div>'
-    return f'<img src="{thumbnail}" alt="{_attribute(os.path.basename(path))}" loading="lazy">'
+    return f'<img src="{thumbnail}" alt="{_attribute(display_name(os.path.basename(path)))}" loading="lazy">'
+
+
+def _name(path: str) -> str:
+    """A file name as HTML text: its display form (names.py), so control characters and bytes that
+    are not UTF-8 appear as escapes and the page stays valid UTF-8."""
+    return _text(display_name(path))
 
 
 def _text(value: str) -> str:

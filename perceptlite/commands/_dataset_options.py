@@ -9,6 +9,7 @@ import click
 
 from ..errors import PerceptliteError
 from ..manifest import ModelPackage
+from ..names import display_name, escape_unsafe
 from ..pipeline import ScoreResult
 
 EXIT_USAGE = 2
@@ -65,9 +66,9 @@ class DatasetRun:
         try:
             self.cache.close()  # commits the last results
         except PerceptliteError as exc:
-            click.echo(f"perceptlite: {exc}", err=True)
+            click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
         if not self.quiet:
-            click.echo(f"perceptlite: cache {self.cache_path}: {self.cache.hits} reused, {self.cache.stored} newly scored", err=True)
+            click.echo(f"perceptlite: cache {display_name(self.cache_path)}: {self.cache.hits} reused, {self.cache.stored} newly scored", err=True)
 
 
 def dataset_run(cache_path: str | None, parquet_path: str | None, package: ModelPackage, quiet: bool = False, variant: str | None = None) -> DatasetRun:
@@ -85,7 +86,7 @@ def dataset_run(cache_path: str | None, parquet_path: str | None, package: Model
     except PerceptliteError as exc:
         if cache is not None:
             cache.close()
-        click.echo(f"perceptlite: {exc}", err=True)
+        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
     run = DatasetRun(cache, cache_path, parquet, quiet)
     click.get_current_context().call_on_close(run.close)

@@ -21,7 +21,7 @@ from ..discover import iter_image_files, parse_shard
 from ..errors import PerceptliteError
 from ..manifest import ModelPackageError
 from ..pipeline import ScoreResult, score_items
-from ..names import display_name
+from ..names import display_name, escape_unsafe
 from ..registry import DEFAULT_MODEL, load_model
 from ..writers import WRITERS, output_file, stdout_text
 from ._dataset_options import dataset_options, dataset_run
@@ -139,7 +139,7 @@ def _open_backend(model, device, threads, variant):
         package = load_model(model)
         return load_backend(package, device=device, threads=threads, variant=variant)
     except (PerceptliteError, ModelPackageError) as exc:
-        click.echo(f"perceptlite: {exc}", err=True)
+        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
 
 
@@ -193,7 +193,7 @@ def _summary(scored: int, failed: int, output: str | None) -> None:
     if scored == 0 and failed == 0:
         click.echo("perceptlite: no image files found", err=True)
         return
-    where = f" -> {output}" if output else ""
+    where = f" -> {display_name(output)}" if output else ""
     tail = f", {failed} failed (see their 'error')" if failed else ""
     if output or failed or sys.stderr.isatty():
         click.echo(f"perceptlite: {scored} scored{tail}{where}", err=True)
