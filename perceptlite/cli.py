@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import click
 
@@ -14,6 +15,17 @@ COMMAND_MODULES = ("score", "models", "ask", "filter", "merge", "report", "eval"
 @click.version_option(package_name="perceptlite")
 def main() -> None:
     """Score images for aesthetics (iaa), technical quality (iqa) and structure & texture (ista)."""
+    silence_library_warnings()
+
+
+# Image libraries warn (decompression bomb, truncated TIFF, corrupt EXIF) from these modules; what
+# matters reaches the record's `error`, the rest is noise on stderr.
+_WARNING_MODULES = r"(PIL|pillow_heif|pillow_avif|perceptlite)(\.|$)"
+
+
+def silence_library_warnings() -> None:
+    """Keep image-library warnings off stderr for the whole command."""
+    warnings.filterwarnings("ignore", module=_WARNING_MODULES)
 
 
 for _name in COMMAND_MODULES:

@@ -215,13 +215,21 @@ def decode_pil(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Deco
         raise DecodeError(f"cannot read this image ({_one_line(exc)})") from None
 
 
-def decode_array(array: np.ndarray) -> DecodedImage:
-    """Wrap an HxWx3 (RGB) or HxW (gray) uint8 numpy array as an RGB image."""
+def check_array(array: np.ndarray) -> np.ndarray:
+    """The array if it is HxWx3 (RGB) or HxW (gray) uint8; ValueError (the caller's bug) otherwise."""
     array = np.asarray(array)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
         raise ValueError(f"expected a uint8 array of shape HxWx3 (RGB) or HxW, got {array.dtype} {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"empty image array of shape {array.shape}")
+    return array
+
+
+def decode_array(array: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Wrap an HxWx3 (RGB) or HxW (gray) uint8 numpy array as an RGB image.
+
+    A wrong dtype or shape raises ValueError; an empty or too large image raises DecodeError.
+    """
+    array = check_array(array)
+    _check_pixels(array.shape[1], array.shape[0], max_pixels)
     image = Image.fromarray(np.ascontiguousarray(array), "L" if array.ndim == 2 else "RGB")
     return DecodedImage(to_rgb(image), image.width, image.height)
 
@@ -262,6 +270,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise DecodeError(f"empty image ({width}x{height} pixels); nothing to score")
     if max_pixels and width * height > max_pixels:
         raise DecodeError(
             f"{width}x{height} image has {width * height / 1e6:.0f} megapixels, above the "

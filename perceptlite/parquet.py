@@ -86,15 +86,21 @@ class ParquetScoreWriter:
             self._flush()
 
     def close(self) -> None:
-        """Finish the file and move it into place."""
-        self._flush()
-        self._writer.close()
-        publish_file(self._tmp, self.path)
+        """Finish the file and move it into place; on failure drop it (PerceptliteError, one line)."""
+        try:
+            self._flush()
+            self._writer.close()
+            publish_file(self._tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
 
     def abort(self) -> None:
         """Drop the unfinished file."""
         try:
             self._writer.close()
+        except OSError:
+            pass  # e.g. the disk is full: the file is dropped anyway
         finally:
             if os.path.exists(self._tmp):
                 os.unlink(self._tmp)
@@ -112,7 +118,10 @@ class ParquetScoreWriter:
         if not self._rows:
             return
         columns = {name: [row.get(name) for row in self._rows] for name in self.schema.names}
-        self._writer.write_table(self.pa.table(columns, schema=self.schema))
+        try:
+            self._writer.write_table(self.pa.table(columns, schema=self.schema))
+        except OSError as exc:
+            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
         self.count += len(self._rows)
         self._rows = []
 
@@ -168,3 +177,7 @@ def publish_file(finished: str, path: str) -> None:
             shutil.copyfileobj(source, target, 1 << 20)
     finally:
         os.unlink(finished)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]

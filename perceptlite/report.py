@@ -113,7 +113,7 @@ def histogram_svg(values: Sequence[float], label: str, bins: int = BINS) -> str:
 
 def build_report(results: Sequence[ScoreResult], title: str = "perceptlite report", jobs: int | None = None) -> str:
     """The whole HTML document for these results."""
-    scored = [result for result in results if result.error is None and result.iaa is not None]
+    scored = [result for result in results if result.error is None and any(getattr(result, axis) is not None for axis in AXES)]
     failed = [result for result in results if result.error is not None]
     with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:
         thumbnails = list(pool.map(thumbnail_data, [result.path for result in scored]))
@@ -165,7 +165,7 @@ def _extremes(scored: list[ScoreResult], thumbnail_of: dict) -> str:
 def _mini(result: ScoreResult, axis: str, thumbnail: str | None) -> str:
     return (
         f'<div class="mini">{_image(thumbnail, result.path)}'
-        f'<div class="name">{_name(os.path.basename(result.path))}</div>{axis} {getattr(result, axis):.1f}</div>'
+        f'<div class="name">{_name(os.path.basename(result.path))}</div>{axis} {_score(getattr(result, axis))}</div>'
     )
 
 
@@ -177,8 +177,8 @@ def _cards(scored: list[ScoreResult], thumbnail_of: dict) -> str:
         f'<h2>All images</h2><p>Sort by: {buttons} <span id="sort-status">in input order</span></p><div id="cards" class="cards">'
     ]
     for index, result in enumerate(scored):
-        data = " ".join(f'data-{axis}="{getattr(result, axis):.4f}"' for axis in AXES)
-        scores = "".join(f'<span class="{axis}">{axis} {getattr(result, axis):.1f}</span>' for axis in AXES)
+        data = " ".join(f'data-{axis}="{_sort_value(getattr(result, axis))}"' for axis in AXES)
+        scores = "".join(f'<span class="{axis}">{axis} {_score(getattr(result, axis))}</span>' for axis in AXES)
         parts.append(
             f'<div class="card" data-index="{index}" {data} data-name="{_attribute(display_name(result.path))}">'
             f"{_image(thumbnail_of.get(id(result)), result.path)}"
@@ -200,6 +200,14 @@ def _image(thumbnail: str | None, path: str) -> str:
     if thumbnail is None:
         return '<div class="noimg">no preview</div>'
     return f'<img src="{thumbnail}" alt="{_attribute(display_name(os.path.basename(path)))}" loading="lazy">'
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _sort_value(value: float | None) -> str:
+    return "-1" if value is None else f"{value:.4f}"  # a missing score sorts below every real one
 
 
 def _name(path: str) -> str:

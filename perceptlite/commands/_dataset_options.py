@@ -55,20 +55,29 @@ class DatasetRun:
         self.finished = True
 
     def close(self) -> None:
+        """Finish (or drop) the Parquet file and commit the cache; a failure is one line and exit 2."""
+        problems: list[PerceptliteError] = []
         try:
             if self.parquet is not None:
                 self.parquet.close() if self.finished else self.parquet.abort()
+        except PerceptliteError as exc:  # e.g. the disk filled up: the unfinished file is gone
+            problems.append(exc)
         finally:
             if self.cache is not None:
-                self._close_cache()
+                problems += self._close_cache()
+        for problem in problems:
+            click.echo(f"perceptlite: {escape_unsafe(str(problem))}", err=True)
+        if problems:
+            sys.exit(EXIT_USAGE)
 
-    def _close_cache(self) -> None:
+    def _close_cache(self) -> list[PerceptliteError]:
         try:
             self.cache.close()  # commits the last results
         except PerceptliteError as exc:
-            click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
+            return [exc]
         if not self.quiet:
             click.echo(f"perceptlite: cache {display_name(self.cache_path)}: {self.cache.hits} reused, {self.cache.stored} newly scored", err=True)
+        return []
 
 
 def dataset_run(cache_path: str | None, parquet_path: str | None, package: ModelPackage, quiet: bool = False, variant: str | None = None) -> DatasetRun:

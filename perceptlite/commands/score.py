@@ -83,6 +83,9 @@ def command(paths, model, variant, fmt, output, device, batch_size, threads, job
     except BrokenPipeError:  # e.g. `perceptlite score . | head`: stop quietly like other Unix tools
         _silence_stdout()
         sys.exit(EXIT_BROKEN_PIPE)
+    except PerceptliteError as exc:  # e.g. a model whose output does not match its manifest
+        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
+        sys.exit(EXIT_USAGE)
     except OSError as exc:
         target = display_name(output) if output else "stdout"
         click.echo(f"perceptlite: cannot write {target}: {exc.strerror or exc}", err=True)
