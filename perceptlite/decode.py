@@ -12,6 +12,7 @@ import importlib.util
 import os
 import stat
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,13 @@ def enable_plugins() -> bool:
 
 
 IMAGE_EXTENSIONS = BASE_EXTENSIONS + _optional_extensions()
+
+
+# Pillow warns (decompression bomb, corrupt EXIF, truncated data) on stderr from its own modules.
+# perceptlite enforces its own pixel limit and reports a damaged file in the record's `error`, so
+# these warnings are noise: they are ignored process-wide (a warnings filter cannot be per thread).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
 
 
 class DecodeError(Exception):

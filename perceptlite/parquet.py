@@ -64,12 +64,15 @@ class ParquetScoreWriter:
         self.model_hash = model_hash
         self.schema = schema().with_metadata({"perceptlite.model": model or "", "perceptlite.model_hash": model_hash or ""})
         folder = os.path.dirname(os.path.abspath(self.path))
+        self._tmp = ""
         try:
             fd, self._tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
             os.close(fd)
             self._writer = pq.ParquetWriter(self._tmp, self.schema)
         except OSError as exc:
-            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or exc})") from None
+            if self._tmp:
+                os.unlink(self._tmp)
+            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
         self._rows: list[dict[str, Any]] = []
         self.count = 0
 
@@ -91,6 +94,9 @@ class ParquetScoreWriter:
             self._flush()
             self._writer.close()
             publish_file(self._tmp, self.path)
+        except PerceptliteError:
+            self.abort()
+            raise
         except OSError as exc:
             self.abort()
             raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
