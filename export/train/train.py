@@ -128,6 +128,7 @@ class TrainOptions:
     seed: int = 0
     workers: int = 2
     log_every: int = 10
+    trust_checkpoint_code: bool | None = None  # let an auto_map checkpoint run its own modelling code
 
 
 class RatingPrompts:
@@ -193,7 +194,7 @@ def _order(count: int, seed: int, epoch: int) -> list[int]:
 
 def prepare_model(options: TrainOptions, device: torch.device, load_dtype: torch.dtype):
     """Load the checkpoint, freeze what is not trained, add LoRA to the LLM if asked."""
-    model = load_internvl(options.checkpoint, dtype=load_dtype, device=str(device))
+    model = load_internvl(options.checkpoint, dtype=load_dtype, device=str(device), trust_checkpoint_code=options.trust_checkpoint_code)
     model.train()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -313,7 +314,7 @@ def run_training(options: TrainOptions) -> Path:
     step = 0
     resume_from = latest_checkpoint(options.output) if options.resume else None
     if resume_from is not None:
-        state = torch.load(resume_from / "trainer_state.pt", map_location="cpu", weights_only=False)
+        state = torch.load(resume_from / "trainer_state.pt", map_location="cpu", weights_only=True)  # tensors and numbers only: nothing executable
         parameters = dict(model.named_parameters())
         with torch.no_grad():
             for name, value in state["trainable"].items():
@@ -400,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     parser.add_argument("--seed", type=int, default=0, help="seed for the data order")
     parser.add_argument("--workers", type=int, default=2, help="image decoding worker processes")
+    parser.add_argument("--trust-checkpoint-code", action="store_true", help="allow a checkpoint with auto_map to run its own Python modelling code")
     parser.add_argument("--log-every", type=int, default=10, help="print progress every N steps")
     args = parser.parse_args(argv)
     try:
@@ -413,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             lora_alpha=args.lora_alpha, device=args.device, bf16=False if args.no_bf16 else None,
             gradient_checkpointing=args.gradient_checkpointing, save_every=args.save_every, keep_last=args.keep_last,
             resume=args.resume, seed=args.seed, workers=args.workers, log_every=args.log_every,
+            trust_checkpoint_code=args.trust_checkpoint_code or None,
         )
         read_config(options.checkpoint)
         run_training(options)
