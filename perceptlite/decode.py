@@ -16,7 +16,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from .memory import DECODE_MEMORY, decode_cost, gigabytes
 
 # Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS), about 179 megapixels. Above it a file is
 # treated as a decompression bomb and not decoded; --max-pixels changes it.
@@ -126,15 +128,20 @@ def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
         with _open_image_file(path) as handle, Image.open(handle) as image:
             width, height = image.size
             _check_pixels(width, height, max_pixels)
-            orientation = _orientation(image)
+            # Pillow reads a PNG's EXIF by decoding the whole image (eXIf may follow the pixels), so
+            # its orientation is read inside the reservation; a turned copy is then not counted.
+            early = image.format not in _EXIF_AFTER_PIXELS
+            orientation = _orientation(image) if early else 1
             box = None
             if draft_size and image.format == "JPEG":
                 drafted = image.draft("RGB", (draft_size, draft_size))
                 box = drafted[1] if drafted else None
-            image.load()
-            if box is not None:
-                box = _upright_box(box, image.size, orientation) if box[2:] != image.size else None
-            rgb = to_rgb(_upright(image, orientation))
+            with DECODE_MEMORY.reserve(decode_cost(image, turned=orientation in _TRANSPOSES), _memory_refusal(image)):
+                orientation = orientation if early else _orientation(image)
+                image.load()
+                rgb, box = _small_rgb(image, box, orientation, draft_size)
+                if rgb is not image:
+                    image.close()  # frees the full-size decode before the reservation ends
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -287,6 +294,57 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+# Formats whose EXIF Pillow finds only by loading the pixels.
+_EXIF_AFTER_PIXELS = ("PNG",)
+
+
+def _small_rgb(image: Image.Image, box, orientation: int, draft_size: int | None):
+    """The loaded image upright, reduced (see _reduced) and RGB, and the picture's region in it.
+    A function of its own, so that every full-size intermediate is freed when it returns."""
+    if box is not None:
+        box = _upright_box(box, image.size, orientation)
+    reduced, box = _reduced(_upright(image, orientation), box, draft_size)
+    if box is not None and tuple(box) == (0, 0, *reduced.size):
+        box = None  # the whole image: no partly filled edge
+    return to_rgb(reduced), box
+
+
+# Modes whose conversion to RGB commutes exactly with box-averaging; any other mode (transparency,
+# 16-bit, palette, CMYK...) is made RGB at full size before it is reduced.
+_REDUCIBLE = ("RGB", "RGBX", "L")
+
+
+def _reduced(image: Image.Image, box, draft_size: int | None):
+    """A big decoded image box-reduced by an integer factor per axis while both sides stay at least
+    `draft_size`, and the region of the result that holds the picture.
+
+    This is the reduction the final resize would start with (Pillow's ``reducing_gap``), done
+    before the RGB conversion so that its copies are small: the model input does not change.
+    """
+    if not draft_size:
+        return image, box
+    factors = (max(1, image.width // draft_size), max(1, image.height // draft_size))
+    if factors == (1, 1):
+        return image, box
+    if image.mode not in _REDUCIBLE:
+        image = to_rgb(image)
+    reduced = image.reduce(factors)
+    x0, y0, x1, y1 = box or (0, 0, image.width, image.height)
+    return reduced, (x0 / factors[0], y0 / factors[1], x1 / factors[0], y1 / factors[1])
+
+
+def _memory_refusal(image: Image.Image):
+    def refusal(cost: int, capacity: int) -> DecodeError:
+        kind = image.format or "image"
+        return DecodeError(
+            f"{image.width}x{image.height} {kind} needs about {gigabytes(cost)} of memory to decode, above the "
+            f"{gigabytes(capacity)} decode memory budget ({kind} cannot be decoded at reduced size); "
+            "raise --decode-memory to allow it"
+        )
+
+    return refusal
+
+
 def _orientation(image: Image.Image) -> int:
     try:
         return int(image.getexif().get(_ORIENTATION_TAG, 1) or 1)
@@ -294,13 +352,23 @@ def _orientation(image: Image.Image) -> int:
         return 1
 
 
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose does).
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
 def _upright(image: Image.Image, orientation: int) -> Image.Image:
-    if orientation in (0, 1):
-        return image
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - broken EXIF: score the image as stored
-        return image
+    """The image turned upright for its EXIF `orientation` (the image itself may carry no EXIF,
+    e.g. after reduction)."""
+    method = _TRANSPOSES.get(orientation)
+    return image if method is None else image.transpose(method)
 
 
 def _upright_box(box, size: tuple[int, int], orientation: int) -> tuple[float, float, float, float]:
