@@ -62,7 +62,7 @@ def _shard(ctx, param, value):
 @dataset_options
 def command(paths, model, variant, fmt, output, device, batch_size, threads, jobs, recursive, hidden, shard, max_pixels, decode_memory, quiet, cache_path, parquet_path):
     """Score images (files or folders, recursively) for iaa, iqa and ista (0-100)."""
-    _terminate_like_interrupt()
+    install_sigterm_handler()
     _refuse_inputs_as_outputs(paths, {"-o": output, "--parquet": parquet_path})
     backend = _open_backend(model, device, threads, variant)
     _allow_pixels(max_pixels)
@@ -107,7 +107,7 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def _terminate_like_interrupt() -> None:
+def install_sigterm_handler() -> None:
     if hasattr(signal, "SIGTERM"):
         with contextlib.suppress(ValueError):  # not the main thread (e.g. a test runner): keep the default
             signal.signal(signal.SIGTERM, _raise_terminated)
