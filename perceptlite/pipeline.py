@@ -131,29 +131,27 @@ def score_items(
     pending: deque[Future] = deque()
     group: list[_Prepared | ScoreResult] = []  # the items of the batch being filled, in order
     filled = 0
-    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="perceptlite-decode")
-    finished = False
-    try:
-        while True:
-            while len(pending) < window:
-                item = next(source, _END)
-                if item is _END:
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="perceptlite-decode") as pool:
+        try:
+            while True:
+                while len(pending) < window:
+                    item = next(source, _END)
+                    if item is _END:
+                        break
+                    pending.append(pool.submit(prepare_item, backend, item, max_pixels, cache))
+                if not pending:
                     break
-                pending.append(pool.submit(prepare_item, backend, item, max_pixels, cache))
-            if not pending:
-                break
-            outcome = pending.popleft().result()
-            group.append(outcome)
-            if isinstance(outcome, _Prepared):
-                filled += 1
-            if filled >= batch_size or not pending:
-                yield from score_group(backend, group, cache, infer_lock)
-                group, filled = [], 0
-        yield from score_group(backend, group, cache, infer_lock)
-        finished = True
-    finally:
-        # Stopped early (error, Ctrl-C, generator closed): drop queued work and do not wait for it.
-        pool.shutdown(wait=finished, cancel_futures=not finished)
+                outcome = pending.popleft().result()
+                group.append(outcome)
+                if isinstance(outcome, _Prepared):
+                    filled += 1
+                if filled >= batch_size or not pending:
+                    yield from score_group(backend, group, cache, infer_lock)
+                    group, filled = [], 0
+            yield from score_group(backend, group, cache, infer_lock)
+        finally:
+            for future in pending:  # stopped early (error, Ctrl-C, generator closed)
+                future.cancel()
 
 
 _END = object()
