@@ -79,9 +79,7 @@ class ParquetScoreWriter:
     def write(self, record: Any) -> None:
         """Add one score record (a ScoreResult or a mapping with the record fields)."""
         row = record_dict(record)
-        if isinstance(row.get("path"), str) and utf8_or_none(row["path"]) is not None:
-            row["path_bytes"] = utf8_or_none(row["path"])
-            row["path"] = readable_text(row["path"])
+        row["path"], row["path_bytes"] = parquet_path(row.get("path"))
         row.setdefault("model", self.model)
         row.setdefault("model_hash", self.model_hash)
         self._rows.append(row)
@@ -130,6 +128,12 @@ class ParquetScoreWriter:
             raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
         self.count += len(self._rows)
         self._rows = []
+
+
+def parquet_path(path: str | None) -> tuple[str | None, bytes | None]:
+    """The `path` and `path_bytes` cells of a name (see the module docstring)."""
+    raw = utf8_or_none(path) if isinstance(path, str) else None
+    return (readable_text(path), raw) if raw is not None else (path, None)
 
 
 def write_parquet(records: Iterable[Any], path: str | os.PathLike, model: str | None = None, model_hash: str | None = None) -> int:
