@@ -154,3 +154,18 @@ def test_messages_escape_control_characters(tiny_package, tmp_path):
     os.mkdir(bad)  # a folder: cannot be written as -o
     run = cli("score", "-m", tiny_package, tmp_path, "--jsonl", "-o", bad, check_code=2)
     assert CONTROL.search(run.stderr.replace(b"\n", b"")) is None
+
+
+def test_manifest_text_reaches_a_terminal_escaped(tmp_path):
+    from _runtime_fixtures import make_package
+
+    from perceptlite.manifest import MANIFEST_NAME
+
+    package = make_package(tmp_path / "pkg")
+    manifest = json.loads((package / MANIFEST_NAME).read_text())
+    manifest["description"] = "evil \x1b]0;title\x07 \x9b31m text"
+    manifest["provenance"]["teacher"] = "\x1b[2J"
+    (package / MANIFEST_NAME).write_text(json.dumps(manifest))
+    for args in (["models", "--path", package], ["models", "show", package]):
+        run = cli(*args)
+        assert CONTROL.search(run.stdout.replace(b"\n", b"")) is None, run.stdout
