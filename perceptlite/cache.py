@@ -119,6 +119,8 @@ class ScoreCache:
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             raise CacheError(f"{self.path}: folder {folder} does not exist; create it or pass another --cache file")
+        if os.path.exists(self.path) and not os.path.isfile(self.path):  # a FIFO or device would block SQLite
+            raise CacheError(f"{self.path}: not a regular file; pass a --cache file")
         self._writer = self._connect()
         self._guard(self._initialise)
 

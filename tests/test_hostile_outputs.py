@@ -158,3 +158,11 @@ def test_special_files_in_a_folder_get_error_records_and_never_block(tiny_packag
     assert all(records[n]["error"] is None for n in ("a.jpg", "b.png", "c.webp"))
     assert direct.returncode == 1 and "FIFO" in direct.stdout.decode()
 
+
+
+def test_a_fifo_as_cache_is_refused_not_opened(tiny_package, photos, tmp_path):
+    fifo = tmp_path / "cache.db"
+    os.mkfifo(fifo)
+    run = score("-m", tiny_package, photos, "--jsonl", "--cache", fifo, timeout=60)
+    assert run.returncode == 2 and b"not a regular file" in run.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
