@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from perceptlite.backend import load_backend  # noqa: E402
-from perceptlite.cache import ScoreCache  # noqa: E402
+from perceptlite.cache import ScoreCache, model_key  # noqa: E402
 from perceptlite.discover import iter_image_files  # noqa: E402
 from perceptlite.errors import ModelNotFoundError  # noqa: E402
 from perceptlite.pipeline import score_items  # noqa: E402
@@ -51,7 +51,7 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 72), per
 def timed_pass(backend, folder: Path, cache_path: Path) -> tuple[float, ScoreCache]:
     """Seconds to score the folder through the cache, writing JSONL to /dev/null."""
     start = time.perf_counter()
-    cache = ScoreCache(cache_path, backend.package.package_hash)
+    cache = ScoreCache(cache_path, model_key(backend.package))
     with open(os.devnull, "w", encoding="utf-8") as sink:
         writer = JsonlWriter(sink)
         for result in score_items(backend, iter_image_files([folder]), cache=cache):

@@ -17,13 +17,14 @@ from pathlib import Path
 from perceptlite.commands.eval import AXES, VrFileError, evaluate, format_table
 
 
-def reference_score_function(checkpoint: Path, device: str, bf16: bool, axes: tuple[str, ...]):
+def reference_score_function(checkpoint: Path, device: str, bf16: bool, axes: tuple[str, ...], trust_checkpoint_code: bool | None = None):
     """A paths -> {axis: score} function backed by the torch reference scorer (None for unreadable images)."""
     import torch
 
     from export.unipercept import ReferenceScorer
 
-    scorer = ReferenceScorer(checkpoint, device=device, dtype=torch.bfloat16 if bf16 else torch.float32)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    scorer = ReferenceScorer(checkpoint, device=device, dtype=dtype, trust_checkpoint_code=trust_checkpoint_code)
 
     def score(paths):
         for path in paths:
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available for --reference, auto for --package)")
     parser.add_argument("--bf16", action="store_true", help="run the reference scorer in bfloat16, as UniPercept does")
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
+    parser.add_argument("--trust-checkpoint-code", action="store_true", help="allow a --reference checkpoint with auto_map to run its own Python modelling code")
     args = parser.parse_args(argv)
     axes = tuple(dict.fromkeys(args.axis)) if args.axis else AXES
     if not args.images.is_dir():
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            score = reference_score_function(args.reference, device, args.bf16, axes)
+            score = reference_score_function(args.reference, device, args.bf16, axes, args.trust_checkpoint_code or None)
             title = f"reference: {args.reference}"
         else:
             score = package_score_function(args.package, args.device or "auto")

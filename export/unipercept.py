@@ -4,7 +4,9 @@ A checkpoint folder in InternVL's original layout (`config.json` with `architect
 weights under `vision_model.`, `mlp1.`, `language_model.`) is loaded offline:
 
 - when `config.json` has an `auto_map` (the real UniPercept / InternVL checkpoints), the checkpoint's own
-  modeling code is used through `trust_remote_code`;
+  modeling code is used through `trust_remote_code`, but only when the user asks for it
+  (`--trust-checkpoint-code`, or PERCEPTLITE_TRUST_CHECKPOINT_CODE=1 for the teacher); a message names
+  the Python files that will run, and without the flag loading stops with a one-line error;
 - otherwise (the generated test checkpoint, see `export.tiny`) the weights go into `InternVLChat` below: a
   line-for-line port of InternVL's InternViT + pixel shuffle + `mlp1` projector, with transformers' own
   `Qwen2ForCausalLM` as the language model, exactly as InternVL's `InternVLChatModel` composes them. Module
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +47,9 @@ IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 DEFAULT_SYSTEM_MESSAGE = (
     "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 )
+
+# Set to 1 to let checkpoints run their own modelling code where no --trust-checkpoint-code flag reaches.
+TRUST_CODE_ENV = "PERCEPTLITE_TRUST_CHECKPOINT_CODE"
 
 AXES = tuple(AXIS_DESCRIPTIONS)
 
@@ -325,12 +332,30 @@ def _load_state_dict(checkpoint_dir: Path, dtype: torch.dtype) -> dict:
     return state
 
 
-def load_internvl(checkpoint_dir: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> nn.Module:
-    """Load a checkpoint in InternVL's original layout, offline; its own modeling code when it carries one."""
+class CheckpointCodeRefused(ValueError):
+    """A checkpoint that needs its own Python code, which the user has not allowed."""
+
+
+def allow_checkpoint_code(checkpoint_dir: Path, trust: bool | None) -> None:
+    """Refuse (CheckpointCodeRefused) unless the user allowed it; otherwise say which files will run."""
+    files = sorted(path.name for path in checkpoint_dir.glob("*.py")) or ["(code named by auto_map)"]
+    if not (trust or (trust is None and os.environ.get(TRUST_CODE_ENV) == "1")):
+        raise CheckpointCodeRefused(
+            f"{checkpoint_dir}: this checkpoint carries its own modelling code ({', '.join(files)}), which runs only "
+            f"when you allow it: pass --trust-checkpoint-code (or set {TRUST_CODE_ENV}=1)"
+        )
+    print(f"running the checkpoint's own modelling code from {checkpoint_dir}: {', '.join(files)}", file=sys.stderr)
+
+
+def load_internvl(checkpoint_dir: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu", trust_checkpoint_code: bool | None = None) -> nn.Module:
+    """Load a checkpoint in InternVL's original layout, offline; its own modeling code when it carries one
+    and the user allowed it (`trust_checkpoint_code`, default: the PERCEPTLITE_TRUST_CHECKPOINT_CODE variable)."""
     checkpoint_dir = Path(checkpoint_dir)
     config = read_config(checkpoint_dir)
     if "auto_map" in config:
         from transformers import AutoModel
+
+        allow_checkpoint_code(checkpoint_dir, trust_checkpoint_code)
 
         model = AutoModel.from_pretrained(
             str(checkpoint_dir), torch_dtype=dtype, trust_remote_code=True, local_files_only=True,
@@ -374,7 +399,7 @@ def score_token_ids(tokenizer) -> list[int]:
 class ReferenceScorer:
     """UniPercept's Visual Rating and VQA on a checkpoint folder, in torch (the numeric reference)."""
 
-    def __init__(self, checkpoint_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, checkpoint_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, trust_checkpoint_code: bool | None = None):
         from transformers import AutoTokenizer
 
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -385,7 +410,7 @@ class ReferenceScorer:
         self.score_ids = torch.tensor(score_token_ids(self.tokenizer), device=self.device)
         self.img_context_id = self.tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
         self.im_end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.model = load_internvl(self.checkpoint_dir, dtype=dtype, device=device)
+        self.model = load_internvl(self.checkpoint_dir, dtype=dtype, device=device, trust_checkpoint_code=trust_checkpoint_code)
         self.model.img_context_token_id = self.img_context_id  # the remote code reads it in its own methods
         self.num_image_tokens = int(self.model.num_image_token)
         self.system_message = system_message(self.checkpoint_dir)
@@ -479,9 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", type=Path, help="image files to rate")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--bf16", action="store_true", help="run in bfloat16 (as UniPercept does on GPU)")
+    parser.add_argument("--trust-checkpoint-code", action="store_true", help="allow a checkpoint with auto_map to run its own Python modelling code")
     args = parser.parse_args(argv)
     try:
-        scorer = ReferenceScorer(args.checkpoint, device=args.device, dtype=torch.bfloat16 if args.bf16 else torch.float32)
+        dtype = torch.bfloat16 if args.bf16 else torch.float32
+        scorer = ReferenceScorer(args.checkpoint, device=args.device, dtype=dtype, trust_checkpoint_code=args.trust_checkpoint_code or None)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """A persistent score cache (``--cache FILE``): one SQLite file in WAL mode.
 
-A cached score is keyed by the model package's hash and the file's identity: its absolute path,
+A cached score is keyed by the model (see :func:`model_key`: the weight variant, every weight
+file's hash and every manifest field that changes the numbers) and the file's identity: its absolute path,
 size and modification time in nanoseconds, or, with ``content_hash=True``, a hash of its bytes (so
 a renamed, copied or touched file is still a hit). Re-running on a grown folder scores only new
 or changed files. Scores are committed in small batches, so a run that is killed loses at most
@@ -14,25 +15,32 @@ silently replaced or emptied.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass
 
 from .errors import PerceptliteError
+from .manifest import ModelPackage
 from .pipeline import ScoreResult
 
 # "PLSC" (perceptlite score cache) in SQLite's header, so a foreign database is recognised.
 APPLICATION_ID = 0x504C5343
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: keyed on model_key (variant + manifest); 1 was keyed on the weight hashes only
+# Manifest fields that only describe a package; every other field (present or future) is in the key.
+DESCRIPTIVE_FIELDS = frozenset({"description", "provenance", "fidelity", "license", "model_card", "citation", "notes"})
+# Bumped when the runtime's decoding or preprocessing changes the numbers of the same package.
+RUNTIME_REVISION = 1
 COMMIT_EVERY = 64  # results per transaction
 COMMIT_SECONDS = 1.0  # ...or at most this long between commits while results arrive
 BUSY_TIMEOUT_S = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scores (
-    package_hash TEXT NOT NULL,
+    model_key TEXT NOT NULL,
     path TEXT NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
@@ -40,10 +48,22 @@ CREATE TABLE IF NOT EXISTS scores (
     iaa REAL, iqa REAL, ista REAL,
     width INTEGER, height INTEGER,
     scored_at REAL NOT NULL,
-    PRIMARY KEY (package_hash, path)
+    PRIMARY KEY (model_key, path)
 );
-CREATE INDEX IF NOT EXISTS scores_by_content ON scores (package_hash, content_hash);
+CREATE INDEX IF NOT EXISTS scores_by_content ON scores (model_key, content_hash);
 """
+
+
+def model_key(package: ModelPackage, variant: str | None = None) -> str:
+    """Who computes a score: the chosen weight variant and every manifest field that is not only
+    descriptive (files and their sha256, input spec, outputs and calibration, version, backend...),
+    plus the runtime's preprocessing revision. Two runs share cached scores only when this is equal."""
+    variants = package.variants
+    chosen = variant or package.default_variant or next(iter(variants), "")
+    relevant = {key: value for key, value in package.raw.items() if key not in DESCRIPTIVE_FIELDS}
+    identity = {"manifest": relevant, "variant": chosen, "runtime": RUNTIME_REVISION}
+    text = json.dumps(identity, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:32]
 
 
 class CacheError(PerceptliteError):
@@ -63,6 +83,8 @@ def file_identity(path: str | os.PathLike, content_hash: bool = False) -> FileId
     absolute = os.path.abspath(os.fspath(path))
     try:
         info = os.stat(absolute)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device is never opened (it could block)
+            return None
         digest = _hash_file(absolute) if content_hash else None
     except OSError:
         return None
@@ -81,9 +103,9 @@ class ScoreCache:
     buffers results and commits every ``COMMIT_EVERY`` results or ``COMMIT_SECONDS``.
     """
 
-    def __init__(self, path: str | os.PathLike, package_hash: str, *, content_hash: bool = False, timeout: float = BUSY_TIMEOUT_S):
+    def __init__(self, path: str | os.PathLike, model_key: str, *, content_hash: bool = False, timeout: float = BUSY_TIMEOUT_S):
         self.path = os.fspath(path)
-        self.package_hash = package_hash
+        self.model_key = model_key
         self.content_hash = content_hash
         self.timeout = timeout
         self.hits = 0
@@ -97,6 +119,8 @@ class ScoreCache:
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             raise CacheError(f"{self.path}: folder {folder} does not exist; create it or pass another --cache file")
+        if os.path.exists(self.path) and not os.path.isfile(self.path):  # a FIFO or device would block SQLite
+            raise CacheError(f"{self.path}: not a regular file; pass a --cache file")
         self._writer = self._connect()
         self._guard(self._initialise)
 
@@ -129,7 +153,7 @@ class ScoreCache:
         if not self._pending:
             self._first_pending_at = time.monotonic()
         self._pending.append(
-            (self.package_hash, identity.path, identity.size, identity.mtime_ns, identity.content_hash,
+            (self.model_key, identity.path, identity.size, identity.mtime_ns, identity.content_hash,
              result.iaa, result.iqa, result.ista, result.width, result.height, time.time())
         )
         if len(self._pending) >= COMMIT_EVERY or time.monotonic() - self._first_pending_at >= COMMIT_SECONDS:
@@ -163,7 +187,7 @@ class ScoreCache:
 
     def __len__(self) -> int:
         """Cached results for this package."""
-        row = self._guard(lambda: self._writer.execute("SELECT COUNT(*) FROM scores WHERE package_hash = ?", (self.package_hash,)).fetchone())
+        row = self._guard(lambda: self._writer.execute("SELECT COUNT(*) FROM scores WHERE model_key = ?", (self.model_key,)).fetchone())
         return int(row[0])
 
     def _connect(self) -> sqlite3.Connection:
@@ -204,6 +228,11 @@ class ScoreCache:
             raise CacheError(f"{self.path}: an SQLite database but not a perceptlite score cache; pass another --cache file")
         if application_id == APPLICATION_ID:
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 1:
+                raise CacheError(
+                    f"{self.path}: score cache from an older perceptlite, keyed without the weight variant and manifest, "
+                    "so its scores cannot be trusted; delete it or pass another --cache file"
+                )
             if version != SCHEMA_VERSION:
                 raise CacheError(f"{self.path}: score cache format {version}, this perceptlite reads {SCHEMA_VERSION}; pass another --cache file")
             problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
@@ -231,12 +260,12 @@ class ScoreCache:
         columns = "iaa, iqa, ista, width, height"
         if identity.content_hash is not None:
             return db.execute(
-                f"SELECT {columns} FROM scores WHERE package_hash = ? AND content_hash = ? AND size = ? LIMIT 1",
-                (self.package_hash, identity.content_hash, identity.size),
+                f"SELECT {columns} FROM scores WHERE model_key = ? AND content_hash = ? AND size = ? LIMIT 1",
+                (self.model_key, identity.content_hash, identity.size),
             ).fetchone()
         return db.execute(
-            f"SELECT {columns} FROM scores WHERE package_hash = ? AND path = ? AND size = ? AND mtime_ns = ?",
-            (self.package_hash, identity.path, identity.size, identity.mtime_ns),
+            f"SELECT {columns} FROM scores WHERE model_key = ? AND path = ? AND size = ? AND mtime_ns = ?",
+            (self.model_key, identity.path, identity.size, identity.mtime_ns),
         ).fetchone()
 
     def _insert(self, rows: list[tuple]) -> None:
@@ -244,7 +273,7 @@ class ScoreCache:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT OR REPLACE INTO scores (package_hash, path, size, mtime_ns, content_hash, "
+                "INSERT OR REPLACE INTO scores (model_key, path, size, mtime_ns, content_hash, "
                 "iaa, iqa, ista, width, height, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import click
 
@@ -14,6 +15,25 @@ COMMAND_MODULES = ("score", "models", "ask", "filter", "merge", "report", "eval"
 @click.version_option(package_name="perceptlite")
 def main() -> None:
     """Score images for aesthetics (iaa), technical quality (iqa) and structure & texture (ista)."""
+    silence_library_warnings()
+    terminate_like_interrupt()
+
+
+# Image libraries warn (decompression bomb, truncated TIFF, corrupt EXIF) from these modules; what
+# matters reaches the record's `error`, the rest is noise on stderr.
+_WARNING_MODULES = r"(PIL|pillow_heif|pillow_avif|perceptlite)(\.|$)"
+
+
+def silence_library_warnings() -> None:
+    """Keep image-library warnings off stderr for the whole command."""
+    warnings.filterwarnings("ignore", module=_WARNING_MODULES)
+
+
+def terminate_like_interrupt() -> None:
+    """SIGTERM unwinds every command like Ctrl-C (temporary files removed, outputs left as they were)."""
+    from .commands.score import install_sigterm_handler
+
+    install_sigterm_handler()
 
 
 for _name in COMMAND_MODULES:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import stat
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from .memory import DECODE_MEMORY, decode_cost, gigabytes
 
 # Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS), about 179 megapixels. Above it a file is
 # treated as a decompression bomb and not decoded; --max-pixels changes it.
@@ -74,6 +78,13 @@ def enable_plugins() -> bool:
 IMAGE_EXTENSIONS = BASE_EXTENSIONS + _optional_extensions()
 
 
+# Pillow warns (decompression bomb, corrupt EXIF, truncated data) on stderr from its own modules.
+# perceptlite enforces its own pixel limit and reports a damaged file in the record's `error`, so
+# these warnings are noise: they are ignored process-wide (a warnings filter cannot be per thread).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+
+
 class DecodeError(Exception):
     """An image that could not be decoded; the message is a one-line reason."""
 
@@ -114,18 +125,23 @@ _UNIDENTIFIED = "not an image, or a format Pillow cannot read"
 
 def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
     try:
-        with Image.open(path) as image:
+        with _open_image_file(path) as handle, Image.open(handle) as image:
             width, height = image.size
             _check_pixels(width, height, max_pixels)
-            orientation = _orientation(image)
+            # Pillow reads a PNG's EXIF by decoding the whole image (eXIf may follow the pixels), so
+            # its orientation is read inside the reservation; a turned copy is then not counted.
+            early = image.format not in _EXIF_AFTER_PIXELS
+            orientation = _orientation(image) if early else 1
             box = None
             if draft_size and image.format == "JPEG":
                 drafted = image.draft("RGB", (draft_size, draft_size))
                 box = drafted[1] if drafted else None
-            image.load()
-            if box is not None:
-                box = _upright_box(box, image.size, orientation) if box[2:] != image.size else None
-            rgb = to_rgb(_upright(image, orientation))
+            with DECODE_MEMORY.reserve(decode_cost(image, turned=orientation in _TRANSPOSES), _memory_refusal(image)):
+                orientation = orientation if early else _orientation(image)
+                image.load()
+                rgb, box = _small_rgb(image, box, orientation, draft_size)
+                if rgb is not image:
+                    image.close()  # frees the full-size decode before the reservation ends
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -151,6 +167,59 @@ def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
     return DecodedImage(rgb, width, height, box)
 
 
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _open_image_file(path):
+    """A binary file object for `path`, opened only when it is a regular file (links followed).
+
+    FIFOs, sockets and devices are refused from their status, without opening them; the file is
+    opened non-blocking and checked again, so one swapped in meanwhile cannot hang the read either.
+    A file object passed in is used as it is (and not closed).
+    """
+    if hasattr(path, "read"):
+        return _Borrowed(path)
+    _require_regular(os.stat(path).st_mode)
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        _require_regular(os.fstat(fd).st_mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _require_regular(mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise DecodeError("is a folder, not an image file")
+    raise DecodeError(f"not a regular file ({_special_kind(mode)}); not read")
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
+class _Borrowed:
+    """A caller's file object in a `with` block that leaves it open."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __enter__(self):
+        return self.handle
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+
 def decode_pil(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Normalise an in-memory PIL image (EXIF orientation applied if still tagged) to RGB."""
     _check_pixels(*image.size, max_pixels)
@@ -161,13 +230,21 @@ def decode_pil(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Deco
         raise DecodeError(f"cannot read this image ({_one_line(exc)})") from None
 
 
-def decode_array(array: np.ndarray) -> DecodedImage:
-    """Wrap an HxWx3 (RGB) or HxW (gray) uint8 numpy array as an RGB image."""
+def check_array(array: np.ndarray) -> np.ndarray:
+    """The array if it is HxWx3 (RGB) or HxW (gray) uint8; ValueError (the caller's bug) otherwise."""
     array = np.asarray(array)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
         raise ValueError(f"expected a uint8 array of shape HxWx3 (RGB) or HxW, got {array.dtype} {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"empty image array of shape {array.shape}")
+    return array
+
+
+def decode_array(array: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Wrap an HxWx3 (RGB) or HxW (gray) uint8 numpy array as an RGB image.
+
+    A wrong dtype or shape raises ValueError; an empty or too large image raises DecodeError.
+    """
+    array = check_array(array)
+    _check_pixels(array.shape[1], array.shape[0], max_pixels)
     image = Image.fromarray(np.ascontiguousarray(array), "L" if array.ndim == 2 else "RGB")
     return DecodedImage(to_rgb(image), image.width, image.height)
 
@@ -208,11 +285,64 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise DecodeError(f"empty image ({width}x{height} pixels); nothing to score")
     if max_pixels and width * height > max_pixels:
         raise DecodeError(
             f"{width}x{height} image has {width * height / 1e6:.0f} megapixels, above the "
             f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb; raise --max-pixels to allow it)"
         )
+
+
+# Formats whose EXIF Pillow finds only by loading the pixels.
+_EXIF_AFTER_PIXELS = ("PNG",)
+
+
+def _small_rgb(image: Image.Image, box, orientation: int, draft_size: int | None):
+    """The loaded image upright, reduced (see _reduced) and RGB, and the picture's region in it.
+    A function of its own, so that every full-size intermediate is freed when it returns."""
+    if box is not None:
+        box = _upright_box(box, image.size, orientation)
+    reduced, box = _reduced(_upright(image, orientation), box, draft_size)
+    if box is not None and tuple(box) == (0, 0, *reduced.size):
+        box = None  # the whole image: no partly filled edge
+    return to_rgb(reduced), box
+
+
+# Modes whose conversion to RGB commutes exactly with box-averaging; any other mode (transparency,
+# 16-bit, palette, CMYK...) is made RGB at full size before it is reduced.
+_REDUCIBLE = ("RGB", "RGBX", "L")
+
+
+def _reduced(image: Image.Image, box, draft_size: int | None):
+    """A big decoded image box-reduced by an integer factor per axis while both sides stay at least
+    `draft_size`, and the region of the result that holds the picture.
+
+    This is the reduction the final resize would start with (Pillow's ``reducing_gap``), done
+    before the RGB conversion so that its copies are small: the model input does not change.
+    """
+    if not draft_size:
+        return image, box
+    factors = (max(1, image.width // draft_size), max(1, image.height // draft_size))
+    if factors == (1, 1):
+        return image, box
+    if image.mode not in _REDUCIBLE:
+        image = to_rgb(image)
+    reduced = image.reduce(factors)
+    x0, y0, x1, y1 = box or (0, 0, image.width, image.height)
+    return reduced, (x0 / factors[0], y0 / factors[1], x1 / factors[0], y1 / factors[1])
+
+
+def _memory_refusal(image: Image.Image):
+    def refusal(cost: int, capacity: int) -> DecodeError:
+        kind = image.format or "image"
+        return DecodeError(
+            f"{image.width}x{image.height} {kind} needs about {gigabytes(cost)} of memory to decode, above the "
+            f"{gigabytes(capacity)} decode memory budget ({kind} cannot be decoded at reduced size); "
+            "raise --decode-memory to allow it"
+        )
+
+    return refusal
 
 
 def _orientation(image: Image.Image) -> int:
@@ -222,13 +352,23 @@ def _orientation(image: Image.Image) -> int:
         return 1
 
 
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose does).
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
 def _upright(image: Image.Image, orientation: int) -> Image.Image:
-    if orientation in (0, 1):
-        return image
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - broken EXIF: score the image as stored
-        return image
+    """The image turned upright for its EXIF `orientation` (the image itself may carry no EXIF,
+    e.g. after reduction)."""
+    method = _TRANSPOSES.get(orientation)
+    return image if method is None else image.transpose(method)
 
 
 def _upright_box(box, size: tuple[int, int], orientation: int) -> tuple[float, float, float, float]:

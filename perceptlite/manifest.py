@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -138,7 +139,7 @@ def _parse_input(raw: dict[str, Any], where: Path) -> InputSpec:
     _require(isinstance(raw, dict), where, "'input' must be an object")
     size = raw.get("size")
     _require(
-        isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size),
+        isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size),
         where,
         "'input.size' must be [height, width] in pixels",
     )
@@ -148,16 +149,18 @@ def _parse_input(raw: dict[str, Any], where: Path) -> InputSpec:
     _require(
         interpolation in INTERPOLATIONS, where, f"'input.interpolation' must be one of {INTERPOLATIONS}"
     )
-    mean = tuple(float(v) for v in raw.get("mean", InputSpec.mean))
-    std = tuple(float(v) for v in raw.get("std", InputSpec.std))
-    _require(len(mean) == 3 and len(std) == 3 and all(s > 0 for s in std), where, "bad 'input.mean'/'input.std'")
+    mean = _numbers(raw.get("mean", list(InputSpec.mean)), 3, where, "input.mean")
+    std = _numbers(raw.get("std", list(InputSpec.std)), 3, where, "input.std")
+    _require(all(s > 0 for s in std), where, "'input.std' values must be above 0")
+    draft_factor = _number(raw.get("draft_factor", 2.0), where, "input.draft_factor")
+    _require(draft_factor > 0, where, "'input.draft_factor' must be above 0")
     return InputSpec(
         size=(size[0], size[1]),
         resize=resize,
         interpolation=interpolation,
         mean=mean,  # type: ignore[arg-type]
         std=std,  # type: ignore[arg-type]
-        draft_factor=float(raw.get("draft_factor", 2.0)),
+        draft_factor=draft_factor,
         crops=_parse_crops(raw["crops"], where) if raw.get("crops") is not None else None,
     )
 
@@ -193,13 +196,42 @@ def _parse_outputs(raw: dict[str, Any], where: Path) -> dict[str, AxisOutput]:
         _require(axis in AXES, where, f"unknown output axis {axis!r} (expected {', '.join(AXES)})")
         _require(isinstance(spec, dict), where, f"'outputs.{axis}' must be an object")
         calibration = spec.get("calibration", {})
+        _require(isinstance(calibration, dict), where, f"'outputs.{axis}.calibration' must be an object")
+        tensor = spec.get("tensor", "scores")
+        _require(isinstance(tensor, str) and tensor != "", where, f"'outputs.{axis}.tensor' must be a tensor name")
+        index = spec.get("index", 0)
+        _require(_is_int(index) and index >= 0, where, f"'outputs.{axis}.index' must be a whole number >= 0, not {_shown(index)}")
         outputs[axis] = AxisOutput(
-            tensor=str(spec.get("tensor", "scores")),
-            index=int(spec.get("index", 0)),
-            scale=float(calibration.get("scale", 1.0)),
-            offset=float(calibration.get("offset", 0.0)),
+            tensor=tensor,
+            index=index,
+            scale=_number(calibration.get("scale", 1.0), where, f"outputs.{axis}.calibration.scale"),
+            offset=_number(calibration.get("offset", 0.0), where, f"outputs.{axis}.calibration.offset"),
         )
     return outputs
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any, where: Path, field_name: str) -> float:
+    """A finite JSON number (not a string, boolean, NaN or Infinity)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    _require(ok, where, f"'{field_name}' must be a finite number, not {_shown(value)}")
+    return float(value)
+
+
+def _numbers(values: Any, count: int, where: Path, field_name: str) -> tuple[float, ...]:
+    _require(isinstance(values, list) and len(values) == count, where, f"'{field_name}' must be a list of {count} numbers")
+    return tuple(_number(v, where, field_name) for v in values)
+
+
+def _shown(value: Any) -> str:
+    return " ".join(repr(value).split())[:40]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -210,11 +242,22 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     if not manifest_path.is_file():
         raise ModelPackageError(f"{folder}: no {MANIFEST_NAME} (not a perceptlite model package)")
     try:
-        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelPackageError(f"{manifest_path}: unreadable manifest ({exc})") from None
+        raw = json.loads(manifest_path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ModelPackageError(f"{manifest_path}: unreadable manifest (JSON nested too deeply)") from None
+    except (OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError, JSONDecodeError, NaN/Infinity
+        raise ModelPackageError(f"{manifest_path}: unreadable manifest ({' '.join(str(exc).split())[:200]})") from None
     _require(isinstance(raw, dict), manifest_path, "manifest must be a JSON object")
     return raw
+
+
+def _check_variants(raw: dict[str, Any], where: Path) -> None:
+    variants = raw.get("variants", {})
+    _require(isinstance(variants, dict), where, "'variants' must map variant names to listed files")
+    for variant, name in variants.items():
+        _require(isinstance(name, str) and name in raw["files"], where, f"variant {variant!r} must name a file listed in 'files'")
+    default = raw.get("default_variant")
+    _require(default is None or default in variants, where, f"'default_variant' {_shown(default)} is not one of 'variants'")
 
 
 def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
@@ -225,6 +268,8 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
     _require(raw.get("format") == FORMAT_VERSION, where, f"unsupported 'format' {raw.get('format')!r} (this perceptlite reads {FORMAT_VERSION})")
     for key in ("name", "version", "backend", "files", "input", "outputs"):
         _require(key in raw, where, f"missing field '{key}'")
+    for key in ("name", "version"):
+        _require(isinstance(raw[key], str) and raw[key] != "", where, f"'{key}' must be a non-empty string")
     _require(raw["backend"] in BACKENDS, where, f"unknown backend {raw['backend']!r} (expected {', '.join(BACKENDS)})")
     files = raw["files"]
     _require(isinstance(files, dict) and files, where, "'files' must map file names to {sha256, bytes}")
@@ -234,6 +279,7 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
             where,
             f"'files.{name}' needs a sha256",
         )
+        _require("bytes" not in entry or _is_int(entry["bytes"]), where, f"'files.{name}.bytes' must be a whole number")
         target = (folder / name).resolve()
         _require(folder in target.parents, where, f"file {name!r} points outside the package")
         _require(target.is_file(), folder, f"missing file {name}")
@@ -241,6 +287,7 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
             size = target.stat().st_size
             _require(entry.get("bytes", size) == size, folder, f"{name} has {size} bytes, manifest says {entry.get('bytes')} (corrupt or replaced)")
             _require(sha256_file(target) == entry["sha256"], folder, f"{name} fails its sha256 check (corrupt or replaced)")
+    _check_variants(raw, where)
     return ModelPackage(
         path=folder,
         name=str(raw["name"]),

@@ -18,6 +18,7 @@ from PIL import Image
 
 from .errors import DeviceError
 from .manifest import ModelPackage, ModelPackageError
+from .onnx_files import check_external_data
 from .preprocess import prepare_crops, prepare_pixels
 
 INPUT_NAME = "pixels"
@@ -69,6 +70,7 @@ class OnnxBackend:
         self.spec = package.input
         weights = package.variant_file(variant)
         providers = choose_providers(device)
+        check_external_data(package.path, weights, package.files)  # every file ORT opens is listed and hashed
         try:
             self.session = ort.InferenceSession(os.fspath(weights), sess_options=session_options(threads), providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
@@ -81,6 +83,7 @@ class OnnxBackend:
         missing = set(self._output_names) - {o.name for o in self.session.get_outputs()}
         if missing:
             raise ModelPackageError(f"{weights}: graph has no output {', '.join(sorted(missing))} named in the manifest")
+        self._check_output_columns(weights)
         self._fixed_batch = self._input_batch_dim()
         self._check_input_size(weights)
         on_gpu = self.providers[0] != CPU_PROVIDER
@@ -120,8 +123,12 @@ class OnnxBackend:
     def _calibrate(self, outputs: dict[str, np.ndarray], count: int) -> list[dict[str, float]]:
         columns = {}
         for axis, spec in self.package.outputs.items():
-            raw = np.asarray(outputs[spec.tensor], dtype=np.float64).reshape(count, -1)[:, spec.index]
-            columns[axis] = np.clip(spec.scale * raw + spec.offset, 0.0, 100.0)
+            values = np.asarray(outputs[spec.tensor], dtype=np.float64).reshape(count, -1)
+            if spec.index >= values.shape[1]:
+                raise ModelPackageError(f"{self.package.path}: output {spec.tensor!r} has {values.shape[1]} column(s), but outputs.{axis}.index is {spec.index}")
+            raw = values[:, spec.index]
+            # NaN or Infinity from the model stays NaN (the pipeline makes it an error record), never a clipped 0 or 100.
+            columns[axis] = np.where(np.isfinite(raw), np.clip(spec.scale * raw + spec.offset, 0.0, 100.0), np.nan)
         return [{axis: float(values[i]) for axis, values in columns.items()} for i in range(count)]
 
     def _find_input(self) -> str:
@@ -157,6 +164,20 @@ class OnnxBackend:
                 f"{weights}: graph input is {shape[2]}x{shape[3]} but the manifest's input.size is "
                 f"{expected[0]}x{expected[1]}"
             )
+
+    def _check_output_columns(self, weights) -> None:
+        """Each axis's column index must exist in its output tensor's (static) shape."""
+        shapes = {output.name: output.shape for output in self.session.get_outputs()}
+        for axis, spec in self.package.outputs.items():
+            columns = shapes[spec.tensor][1:]
+            if not all(isinstance(d, int) for d in columns):
+                continue  # a dynamic shape: checked on every batch by _calibrate
+            width = int(np.prod(columns)) if columns else 1
+            if spec.index >= width:
+                raise ModelPackageError(
+                    f"{weights}: output {spec.tensor!r} has shape {shapes[spec.tensor]} ({width} column(s)), "
+                    f"but the manifest's outputs.{axis}.index is {spec.index}"
+                )
 
     def _input_batch_dim(self) -> int | None:
         shape = next(i.shape for i in self.session.get_inputs() if i.name == self._input_name)

@@ -1,17 +1,21 @@
 """Parquet score files (``--parquet FILE``), written and read with pyarrow (``pip install "perceptlite[parquet]"``).
 
 Columns: the score record fields (path, iaa, iqa, ista, width, height, error) plus ``model`` and
-``model_hash``, so a dataset table says which model produced it. The file is written under a
+``model_hash``, so a dataset table says which model produced it, and ``path_bytes``: null for
+every name that is valid UTF-8, else the name's exact bytes (``path`` then shows each undecodable
+byte as U+FFFD; see perceptlite/names.py). The file is written under a
 temporary name and renamed when complete: an interrupted run never leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from typing import Any, Iterable, Mapping
 
 from .errors import PerceptliteError
+from .names import from_bytes, readable_text, utf8_or_none
 
 INSTALL_HINT = 'pip install "perceptlite[parquet]"'
 RECORD_COLUMNS = ("path", "iaa", "iqa", "ista", "width", "height", "error")
@@ -43,6 +47,7 @@ def schema():
             ("error", pa.string()),
             ("model", pa.string()),
             ("model_hash", pa.string()),
+            ("path_bytes", pa.binary()),
         ]
     )
 
@@ -59,18 +64,22 @@ class ParquetScoreWriter:
         self.model_hash = model_hash
         self.schema = schema().with_metadata({"perceptlite.model": model or "", "perceptlite.model_hash": model_hash or ""})
         folder = os.path.dirname(os.path.abspath(self.path))
+        self._tmp = ""
         try:
             fd, self._tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
             os.close(fd)
             self._writer = pq.ParquetWriter(self._tmp, self.schema)
         except OSError as exc:
-            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or exc})") from None
+            if self._tmp:
+                os.unlink(self._tmp)
+            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
         self._rows: list[dict[str, Any]] = []
         self.count = 0
 
     def write(self, record: Any) -> None:
         """Add one score record (a ScoreResult or a mapping with the record fields)."""
         row = record_dict(record)
+        row["path"], row["path_bytes"] = parquet_path(row.get("path"))
         row.setdefault("model", self.model)
         row.setdefault("model_hash", self.model_hash)
         self._rows.append(row)
@@ -78,15 +87,24 @@ class ParquetScoreWriter:
             self._flush()
 
     def close(self) -> None:
-        """Finish the file and move it into place."""
-        self._flush()
-        self._writer.close()
-        os.replace(self._tmp, self.path)
+        """Finish the file and move it into place; on failure drop it (PerceptliteError, one line)."""
+        try:
+            self._flush()
+            self._writer.close()
+            publish_file(self._tmp, self.path)
+        except PerceptliteError:
+            self.abort()
+            raise
+        except OSError as exc:
+            self.abort()
+            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
 
     def abort(self) -> None:
         """Drop the unfinished file."""
         try:
             self._writer.close()
+        except OSError:
+            pass  # e.g. the disk is full: the file is dropped anyway
         finally:
             if os.path.exists(self._tmp):
                 os.unlink(self._tmp)
@@ -104,9 +122,18 @@ class ParquetScoreWriter:
         if not self._rows:
             return
         columns = {name: [row.get(name) for row in self._rows] for name in self.schema.names}
-        self._writer.write_table(self.pa.table(columns, schema=self.schema))
+        try:
+            self._writer.write_table(self.pa.table(columns, schema=self.schema))
+        except OSError as exc:
+            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
         self.count += len(self._rows)
         self._rows = []
+
+
+def parquet_path(path: str | None) -> tuple[str | None, bytes | None]:
+    """The `path` and `path_bytes` cells of a name (see the module docstring)."""
+    raw = utf8_or_none(path) if isinstance(path, str) else None
+    return (readable_text(path), raw) if raw is not None else (path, None)
 
 
 def write_parquet(records: Iterable[Any], path: str | os.PathLike, model: str | None = None, model_hash: str | None = None) -> int:
@@ -128,7 +155,12 @@ def read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise PerceptliteError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())[:200]})") from None
     if "path" not in table.column_names:
         raise PerceptliteError(f"{path}: Parquet file has no 'path' column (not a perceptlite score file)")
-    return table.to_pylist()
+    rows = table.to_pylist()
+    for row in rows:
+        raw = row.pop("path_bytes", None)
+        if raw is not None:
+            row["path"] = from_bytes(raw)
+    return rows
 
 
 def record_dict(record: Any) -> dict[str, Any]:
@@ -140,3 +172,22 @@ def record_dict(record: Any) -> dict[str, Any]:
 
         return output_record(record)  # rounded like the CSV and JSON outputs
     return {name: getattr(record, name, None) for name in RECORD_COLUMNS}
+
+
+def publish_file(finished: str, path: str) -> None:
+    """Put a finished temp file at `path`: replace a regular file (following links), or copy it
+    into a FIFO or device as a stream and drop the temp file."""
+    from .writers import is_stream_target
+
+    if not is_stream_target(path):
+        os.replace(finished, os.path.realpath(path))
+        return
+    try:
+        with open(finished, "rb") as source, open(path, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+    finally:
+        os.unlink(finished)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]

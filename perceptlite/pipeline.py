@@ -6,6 +6,7 @@ flat however many files stream in. Failures become records with an ``error``; th
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import deque
@@ -17,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .backend import Backend
-from .decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, decode_array, decode_file, decode_pil
+from .decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, check_array, decode_array, decode_file, decode_pil
 from .preprocess import draft_size
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
@@ -86,9 +87,11 @@ def prepare_item(backend: Backend, item: ImageInput, max_pixels: int = DEFAULT_M
         if cached is not None:
             return cached
     if isinstance(item, np.ndarray):
-        decoded = decode_array(item)  # a wrong shape or dtype is the caller's bug: ValueError
+        check_array(item)  # a wrong shape or dtype is the caller's bug: ValueError
     try:
-        if isinstance(item, Image.Image):
+        if isinstance(item, np.ndarray):
+            decoded = decode_array(item, max_pixels)
+        elif isinstance(item, Image.Image):
             decoded = decode_pil(item, max_pixels)
         elif path is not None:
             decoded = decode_file(path, max_pixels, draft_size(backend.package.input))
@@ -152,6 +155,7 @@ def score_items(
 
 
 _END = object()
+NOT_A_NUMBER = "the model's output for this image is not a number (NaN or Infinity); no scores"
 
 
 def score_group(backend: Backend, group: list, cache: ResultCache | None, infer_lock: threading.Lock | None) -> Iterator[ScoreResult]:
@@ -163,6 +167,9 @@ def score_group(backend: Backend, group: list, cache: ResultCache | None, infer_
             yield entry
             continue
         axes = by_id[id(entry)]
+        if not all(math.isfinite(value) for value in axes.values()):
+            yield ScoreResult(entry.path, None, None, None, entry.width, entry.height, NOT_A_NUMBER)  # never cached
+            continue
         result = ScoreResult(entry.path, axes.get("iaa"), axes.get("iqa"), axes.get("ista"), entry.width, entry.height)
         if cache is not None and result.path is not None:
             cache.store(result)

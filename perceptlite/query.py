@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 from .errors import PerceptliteError
 
 FIELDS = ("iaa", "iqa", "ista", "width", "height")
+MAX_NESTING = 64  # parentheses and 'not' nested deeper than this are refused (no recursion overflow)
 KEYWORDS = ("and", "or", "not")
 
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
@@ -91,6 +92,7 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.index = 0
+        self.depth = 0
 
     @property
     def current(self) -> Token:
@@ -129,6 +131,18 @@ class _Parser:
         return lambda record: all(part(record) for part in parts)
 
     def parse_not(self) -> Predicate:
+        nested = self.is_keyword("not") or (self.current.kind == "paren" and self.current.text == "(")
+        if not nested:
+            return self.parse_comparison()
+        if self.depth >= MAX_NESTING:
+            raise self.error(f"nested more than {MAX_NESTING} levels deep")
+        self.depth += 1
+        try:
+            return self.parse_nested()
+        finally:
+            self.depth -= 1
+
+    def parse_nested(self) -> Predicate:
         if self.is_keyword("not"):
             self.advance()
             inner = self.parse_not()

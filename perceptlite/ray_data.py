@@ -21,13 +21,14 @@ the scores equal those of ``perceptlite score`` on the same files.
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import Any, Mapping
 
 
 from .backend import load_backend
 from .decode import DEFAULT_MAX_PIXELS, DecodeError, decode_file
-from .pipeline import ScoreResult, error_result, prepare_decoded, score_items
+from .pipeline import NOT_A_NUMBER, ScoreResult, error_result, prepare_decoded, score_items
 from .preprocess import draft_size
 from .registry import load_model
 
@@ -74,6 +75,9 @@ class RayScorer:
                 results.append(entry)
             else:
                 axes = next(scores)
+                if not all(math.isfinite(value) for value in axes.values()):
+                    results.append(ScoreResult(path, None, None, None, entry[0], entry[1], NOT_A_NUMBER))
+                    continue
                 results.append(ScoreResult(path, axes.get("iaa"), axes.get("iqa"), axes.get("ista"), entry[0], entry[1]))
         return results
 
@@ -86,11 +90,12 @@ class RayScorer:
 
     def to_table(self, results: list[ScoreResult]):
         """Score results as a pyarrow Table with the Parquet score columns."""
-        from .parquet import schema
+        from .parquet import parquet_path, schema
 
         arrow_schema = schema()
         rows = [result.as_dict() for result in results]
         columns = {name: [row.get(name) for row in rows] for name in ("path", "iaa", "iqa", "ista", "width", "height", "error")}
+        columns["path"], columns["path_bytes"] = map(list, zip(*map(parquet_path, columns["path"]))) if rows else ([], [])
         columns["model"] = [self.package.name] * len(rows)
         columns["model_hash"] = [self.package.package_hash] * len(rows)
         import pyarrow as pa

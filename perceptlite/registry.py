@@ -1,5 +1,8 @@
 """Find model packages: ``--model NAME`` (bundled or on PERCEPTLITE_MODEL_PATH) or ``--model FOLDER``.
 
+A bare name never means a folder in the working directory (so a folder there cannot hijack the
+default model); a folder is always given as a path, e.g. ``./my-model``.
+
 Bundled packages live in ``perceptlite/models/<name>/`` inside an installed wheel, and in
 ``<repo>/models/<name>/`` in a source checkout. ``PERCEPTLITE_MODEL_PATH`` adds folders (separated
 by ``os.pathsep``), each either a package itself or a folder of packages.
@@ -64,28 +67,39 @@ def iter_packages(extra: Iterable[str | os.PathLike] = ()) -> Iterator[PackageEn
 
 
 def resolve_model(model: str | os.PathLike | None = None) -> Path:
-    """The package folder for a name or a folder path; None means the bundled default."""
+    """The package folder for a name or a folder path; None means the bundled default.
+
+    A bare name (no path separator, not starting with ``.`` or ``~``) only ever means a bundled
+    package or one on PERCEPTLITE_MODEL_PATH, never a folder of that name in the working
+    directory; a folder is named by a path (``./perceptlite-base``, ``/models/mine``) or given as
+    a ``pathlib.Path``.
+    """
     if model is None or str(model) == "":
         model = DEFAULT_MODEL
-    candidate = Path(model).expanduser()
-    if candidate.is_dir():
-        return candidate
-    name = str(model)
-    looks_like_path = os.sep in name or (os.altsep and os.altsep in name) or name.startswith(".")
-    if not looks_like_path:
-        for entry in iter_packages():
-            if entry.name == name or entry.path.name == name:
-                return entry.path
-    if looks_like_path or candidate.exists():
+    name = os.fspath(model)
+    if not isinstance(model, str) or looks_like_path(name):
+        folder = Path(name).expanduser()
+        if folder.is_dir():
+            return folder
         raise ModelNotFoundError(f"{name}: no such model package folder")
+    for entry in iter_packages():
+        if entry.name == name or entry.path.name == name:
+            return entry.path
+    local = f"; to use the folder {name} here, pass ./{name}" if Path(name).is_dir() else ""
     if name == DEFAULT_MODEL:
         raise ModelNotFoundError(
             f"no bundled model is installed ({DEFAULT_MODEL} not found); pass --model FOLDER "
-            "with a model package, or reinstall perceptlite"
+            f"with a model package, or reinstall perceptlite{local}"
         )
     known = sorted({entry.name for entry in iter_packages()})
     hint = f"known: {', '.join(known)}" if known else "no packages are installed"
-    raise ModelNotFoundError(f"no model package named {name!r} ({hint}); pass a name or a package folder")
+    raise ModelNotFoundError(f"no model package named {name!r} ({hint}); pass a name or a package folder path{local}")
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether --model names a folder (a path) rather than a package name."""
+    separators = [os.sep] + ([os.altsep] if os.altsep else [])
+    return any(sep in name for sep in separators) or name.startswith((".", "~")) or os.path.isabs(name)
 
 
 def load_model(model: str | os.PathLike | None = None, verify: bool = True) -> ModelPackage:

@@ -2,7 +2,7 @@
 
 Thumbnails are embedded as base64 JPEG, the three score histograms are inline SVG, the cards sort
 by each axis with a small inline script, and failed files are listed with their reason. Every
-file name is HTML-escaped.
+file name is shown in its display form (perceptlite/names.py) and HTML-escaped.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from .decode import DecodeError, decode_file
+from .names import display_name, escape_unsafe
 from .pipeline import ScoreResult, default_jobs
 
 AXES = ("iaa", "iqa", "ista")
@@ -112,7 +113,7 @@ def histogram_svg(values: Sequence[float], label: str, bins: int = BINS) -> str:
 
 def build_report(results: Sequence[ScoreResult], title: str = "perceptlite report", jobs: int | None = None) -> str:
     """The whole HTML document for these results."""
-    scored = [result for result in results if result.error is None and result.iaa is not None]
+    scored = [result for result in results if result.error is None and any(getattr(result, axis) is not None for axis in AXES)]
     failed = [result for result in results if result.error is not None]
     with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:
         thumbnails = list(pool.map(thumbnail_data, [result.path for result in scored]))
@@ -142,10 +143,10 @@ def build_report(results: Sequence[ScoreResult], title: str = "perceptlite repor
 
 def write_report(results: Sequence[ScoreResult], output: str | os.PathLike, title: str = "perceptlite report") -> None:
     """Write the report to `output` atomically."""
-    from .writers import atomic_output
+    from .writers import output_file
 
     document = build_report(results, title)
-    with atomic_output(output) as handle:
+    with output_file(output) as handle:
         handle.write(document)
 
 
@@ -164,7 +165,7 @@ def _extremes(scored: list[ScoreResult], thumbnail_of: dict) -> str:
 def _mini(result: ScoreResult, axis: str, thumbnail: str | None) -> str:
     return (
         f'<div class="mini">{_image(thumbnail, result.path)}'
-        f'<div class="name">{_text(os.path.basename(result.path))}</div>{axis} {getattr(result, axis):.1f}</div>'
+        f'<div class="name">{_name(os.path.basename(result.path))}</div>{axis} {_score(getattr(result, axis))}</div>'
     )
 
 
@@ -176,12 +177,12 @@ def _cards(scored: list[ScoreResult], thumbnail_of: dict) -> str:
         f'<h2>All images</h2><p>Sort by: {buttons} <span id="sort-status">in input order</span></p><div id="cards" class="cards">'
     ]
     for index, result in enumerate(scored):
-        data = " ".join(f'data-{axis}="{getattr(result, axis):.4f}"' for axis in AXES)
-        scores = "".join(f'<span class="{axis}">{axis} {getattr(result, axis):.1f}</span>' for axis in AXES)
+        data = " ".join(f'data-{axis}="{_sort_value(getattr(result, axis))}"' for axis in AXES)
+        scores = "".join(f'<span class="{axis}">{axis} {_score(getattr(result, axis))}</span>' for axis in AXES)
         parts.append(
-            f'<div class="card" data-index="{index}" {data} data-name="{_attribute(result.path)}">'
+            f'<div class="card" data-index="{index}" {data} data-name="{_attribute(display_name(result.path))}">'
             f"{_image(thumbnail_of.get(id(result)), result.path)}"
-            f'<div class="name">{_text(result.path)}</div>'
+            f'<div class="name">{_name(result.path)}</div>'
             f'<div class="scores">{scores}</div><div class="size">{result.width}&times;{result.height}</div></div>'
         )
     parts.append("</div>")
@@ -191,14 +192,28 @@ def _cards(scored: list[ScoreResult], thumbnail_of: dict) -> str:
 def _failures(failed: list[ScoreResult]) -> str:
     if not failed:
         return '<h2>Failed files</h2><p id="failures">None.</p>'
-    rows = "".join(f"<tr><td>{_text(result.path)}</td><td>{_text(result.error or '')}</td></tr>" for result in failed)
+    rows = "".join(f"<tr><td>{_name(result.path)}</td><td>{_text(escape_unsafe(result.error or ''))}</td></tr>" for result in failed)
     return f'<h2>Failed files</h2><table id="failures"><tr><th>file</th><th>reason</th></tr>{rows}</table>'
 
 
 def _image(thumbnail: str | None, path: str) -> str:
     if thumbnail is None:
         return '<div class="noimg">no preview</div>'
-    return f'<img src="{thumbnail}" alt="{_attribute(os.path.basename(path))}" loading="lazy">'
+    return f'<img src="{thumbnail}" alt="{_attribute(display_name(os.path.basename(path)))}" loading="lazy">'
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _sort_value(value: float | None) -> str:
+    return "-1" if value is None else f"{value:.4f}"  # a missing score sorts below every real one
+
+
+def _name(path: str) -> str:
+    """A file name as HTML text: its display form (names.py), so control characters and bytes that
+    are not UTF-8 appear as escapes and the page stays valid UTF-8."""
+    return _text(display_name(path))
 
 
 def _text(value: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from typing import Any, Iterator, Mapping
 
@@ -57,9 +58,9 @@ def to_result(row: Mapping[str, Any], path: str | os.PathLike, where: int) -> Sc
     try:
         return ScoreResult(
             path=row["path"],
-            iaa=_optional(row.get("iaa"), float),
-            iqa=_optional(row.get("iqa"), float),
-            ista=_optional(row.get("ista"), float),
+            iaa=_optional(row.get("iaa"), _finite),
+            iqa=_optional(row.get("iqa"), _finite),
+            ista=_optional(row.get("ista"), _finite),
             width=_optional(row.get("width"), lambda v: int(float(v))),
             height=_optional(row.get("height"), lambda v: int(float(v))),
             error=row.get("error") or None,
@@ -72,6 +73,14 @@ def _optional(value: Any, convert):
     if value is None or value == "":
         return None
     return convert(value)
+
+
+def _finite(value: Any) -> float | None:
+    """A score; NaN and Infinity (written by other tools) count as missing."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a score")
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _read_jsonl(handle, path) -> Iterator[ScoreResult]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+from .names import display_name, escape_unsafe, json_text
 from .pipeline import ScoreResult
 
 FIELDS = ("path", "iaa", "iqa", "ista", "width", "height", "error")
@@ -56,11 +57,12 @@ class TableWriter(Writer):
 
     def write(self, result: ScoreResult) -> None:
         row = record(result)
+        path = display_name(row["path"] or "")  # control characters and undecodable bytes are escaped
         if result.error:
-            self.stream.write(f"{'-':>6} {'-':>6} {'-':>6} {_cell(row['width']):>6} {_cell(row['height']):>6}  {row['path']}  [error: {result.error}]\n")
+            self.stream.write(f"{'-':>6} {'-':>6} {'-':>6} {_cell(row['width']):>6} {_cell(row['height']):>6}  {path}  [error: {escape_unsafe(result.error)}]\n")
         else:
             self.stream.write(
-                f"{row['iaa']:6.2f} {row['iqa']:6.2f} {row['ista']:6.2f} {row['width']:>6} {row['height']:>6}  {row['path']}\n"
+                f"{row['iaa']:6.2f} {row['iqa']:6.2f} {row['ista']:6.2f} {row['width']:>6} {row['height']:>6}  {path}\n"
             )
         if self.stream.isatty():  # show rows as they come when a person is watching
             self.stream.flush()
@@ -76,7 +78,7 @@ class JsonWriter(Writer):
 
     def write(self, result: ScoreResult) -> None:
         self.stream.write(",\n  " if self.count else "\n  ")
-        self.stream.write(json.dumps(record(result), ensure_ascii=False))
+        self.stream.write(json_text(record(result)))
         self.count += 1
 
     def close(self) -> None:
@@ -88,7 +90,7 @@ class JsonlWriter(Writer):
     """One JSON object per line."""
 
     def write(self, result: ScoreResult) -> None:
-        self.stream.write(json.dumps(record(result), ensure_ascii=False) + "\n")
+        self.stream.write(json_text(record(result)) + "\n")
 
 
 class CsvWriter(Writer):
@@ -97,11 +99,16 @@ class CsvWriter(Writer):
     def __init__(self, stream: IO[str]):
         super().__init__(stream)
         self.csv = csv.writer(stream, lineterminator="\n")
+        # The csv module quotes a field with "\n" but not one with a lone "\r" when the line ends in
+        # "\n"; rows with a carriage return anywhere are written with every field quoted.
+        self.quoted_csv = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
         self.csv.writerow(FIELDS)
 
     def write(self, result: ScoreResult) -> None:
         row = record(result)
-        self.csv.writerow(["" if row[f] is None else row[f] for f in FIELDS])
+        cells = ["" if row[f] is None else row[f] for f in FIELDS]
+        has_return = any(isinstance(cell, str) and "\r" in cell for cell in cells)
+        (self.quoted_csv if has_return else self.csv).writerow(cells)
 
 
 # Output format name -> writer class. New formats register here (and get a CLI flag in commands/score.py).
@@ -142,6 +149,38 @@ def atomic_output(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         raise
+
+
+# Paths whose "files" are the process's own streams or devices: written through, never replaced.
+_STREAM_ROOTS = ("/dev/", "/proc/")
+
+
+def is_stream_target(path: str | os.PathLike) -> bool:
+    """True for an existing FIFO, device, socket or /dev, /proc entry (after following links)."""
+    text = os.path.abspath(os.fspath(path))
+    if text.startswith(_STREAM_ROOTS) or os.path.realpath(text).startswith(_STREAM_ROOTS):
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(text).st_mode)
+    except OSError:  # not there yet (or a dangling link): an ordinary new file
+        return False
+
+
+@contextlib.contextmanager
+def output_file(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
+    """``-o FILE``: replace a regular file atomically, or write a FIFO or device through as a stream.
+
+    A symbolic link is followed: the file it points to is replaced, the link stays. On failure or
+    interruption nothing is left behind (no temp file; a regular target is unchanged).
+    """
+    if is_stream_target(path):
+        mode = "wb" if binary else "w"
+        text = {} if binary else {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
+        with open(path, mode, **text) as handle:
+            yield handle
+        return
+    with atomic_output(os.path.realpath(path), binary) as handle:
+        yield handle
 
 
 def _copy_mode(target: Path, tmp: str) -> None:

@@ -73,7 +73,7 @@ def test_parquet_has_the_csv_columns_plus_model(tmp_path, model, images):
     table = pq.read_table(parquet)
     with open(tmp_path / "scores.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert table.column_names == list(rows[0]) + ["model", "model_hash"]
+    assert table.column_names == list(rows[0]) + ["model", "model_hash", "path_bytes"]
     package = load_package(model)
     assert set(table.column("model").to_pylist()) == {package.name}
     assert set(table.column("model_hash").to_pylist()) == {package.package_hash}

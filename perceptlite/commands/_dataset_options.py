@@ -9,6 +9,7 @@ import click
 
 from ..errors import PerceptliteError
 from ..manifest import ModelPackage
+from ..names import display_name, escape_unsafe
 from ..pipeline import ScoreResult
 
 EXIT_USAGE = 2
@@ -54,30 +55,39 @@ class DatasetRun:
         self.finished = True
 
     def close(self) -> None:
+        """Finish (or drop) the Parquet file and commit the cache; a failure is one line and exit 2."""
+        problems: list[PerceptliteError] = []
         try:
             if self.parquet is not None:
                 self.parquet.close() if self.finished else self.parquet.abort()
+        except PerceptliteError as exc:  # e.g. the disk filled up: the unfinished file is gone
+            problems.append(exc)
         finally:
             if self.cache is not None:
-                self._close_cache()
+                problems += self._close_cache()
+        for problem in problems:
+            click.echo(f"perceptlite: {escape_unsafe(str(problem))}", err=True)
+        if problems:
+            sys.exit(EXIT_USAGE)
 
-    def _close_cache(self) -> None:
+    def _close_cache(self) -> list[PerceptliteError]:
         try:
             self.cache.close()  # commits the last results
         except PerceptliteError as exc:
-            click.echo(f"perceptlite: {exc}", err=True)
+            return [exc]
         if not self.quiet:
-            click.echo(f"perceptlite: cache {self.cache_path}: {self.cache.hits} reused, {self.cache.stored} newly scored", err=True)
+            click.echo(f"perceptlite: cache {display_name(self.cache_path)}: {self.cache.hits} reused, {self.cache.stored} newly scored", err=True)
+        return []
 
 
-def dataset_run(cache_path: str | None, parquet_path: str | None, package: ModelPackage, quiet: bool = False) -> DatasetRun:
+def dataset_run(cache_path: str | None, parquet_path: str | None, package: ModelPackage, quiet: bool = False, variant: str | None = None) -> DatasetRun:
     """Open the cache and the Parquet writer (one-line error and exit 2 on failure); closed with the click context."""
     cache = parquet = None
     try:
         if cache_path:
-            from ..cache import ScoreCache
+            from ..cache import ScoreCache, model_key
 
-            cache = ScoreCache(cache_path, package.package_hash)
+            cache = ScoreCache(cache_path, model_key(package, variant))
         if parquet_path:
             from ..parquet import ParquetScoreWriter
 
@@ -85,7 +95,7 @@ def dataset_run(cache_path: str | None, parquet_path: str | None, package: Model
     except PerceptliteError as exc:
         if cache is not None:
             cache.close()
-        click.echo(f"perceptlite: {exc}", err=True)
+        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
     run = DatasetRun(cache, cache_path, parquet, quiet)
     click.get_current_context().call_on_close(run.close)

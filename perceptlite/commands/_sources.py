@@ -44,12 +44,12 @@ def gather_results(paths: tuple[str, ...], from_scores: str | None, cache_path: 
 def score_paths(files: list[str], cache_path: str | None, model: str | None, device: str):
     """Score files with the model, through the cache when one is given."""
     from ..backend import load_backend
-    from ..cache import ScoreCache
+    from ..cache import ScoreCache, model_key
     from ..pipeline import score_items
     from ..registry import load_model
 
     package = load_model(model)
-    cache = ScoreCache(cache_path, package.package_hash) if cache_path else None
+    cache = ScoreCache(cache_path, model_key(package)) if cache_path else None
     try:
         backend = None
         if cache is not None:

@@ -10,8 +10,10 @@ import click
 from ..errors import PerceptliteError
 from ..manifest import ModelPackageError
 from ..file_actions import CONFLICT_POLICIES, LINK_TYPES, FileActionError, TargetFolder, execute, plan, relative_to_root
+from ..names import display_name, escape_unsafe
 from ..pipeline import ScoreResult
 from ..query import FIELDS, compile_where
+from ..writers import stdout_text
 from ._sources import gather_results, score_source_options
 
 PAST_TENSE = {"copy": "copied", "move": "moved", "link": "linked"}
@@ -86,21 +88,32 @@ def command(paths, where, top, bottom, by, copy_to, move_to, link_to, link_type,
         action, folder = targets[0]
         _act(chosen, paths, action, folder, link_type, on_conflict, dry_run)
     except (PerceptliteError, ModelPackageError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(escape_unsafe(str(exc))) from None
     except OSError as exc:  # e.g. permission denied or a full disk in the target
-        raise click.ClickException(f"{exc.filename or (copy_to or move_to or link_to)}: {exc.strerror or exc}") from None
+        raise click.ClickException(escape_unsafe(f"{exc.filename or (copy_to or move_to or link_to)}: {exc.strerror or exc}")) from None
+
+
+def _require_scored_files(chosen: list[ScoreResult]) -> None:
+    """Act only on files that are there under the exact name that was scored; refuse before acting."""
+    missing = [result.path for result in chosen if not os.path.isfile(result.path)]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise FileActionError(f"{display_name(missing[0])}{more}: scored but no longer a file under that name; nothing was done")
 
 
 def _print_paths(chosen: list[ScoreResult], null: bool) -> None:
-    out = sys.stdout
+    """Paths for a pipe exactly as they are (newline- or NUL-separated); on a terminal, in the
+    display form that shows control characters and undecodable bytes as escapes."""
     if not null and any("\n" in result.path for result in chosen):
         click.echo("warning: some paths contain a newline; use -0 to separate paths unambiguously", err=True)
-    for result in chosen:
-        out.write(result.path + ("\0" if null else "\n"))
-    out.flush()
+    terminal = sys.stdout.isatty()
+    with stdout_text() as out:
+        for result in chosen:
+            out.write((display_name(result.path) if terminal else result.path) + ("\0" if null else "\n"))
 
 
 def _act(chosen: list[ScoreResult], roots: tuple[str, ...], action: str, folder: str, link_type: str, on_conflict: str, dry_run: bool) -> None:
+    _require_scored_files(chosen)
     pairs = destinations(chosen, roots)
     with TargetFolder(folder, create=not dry_run) as target:
         entries = plan(pairs, target, on_conflict)
@@ -116,5 +129,5 @@ def _act(chosen: list[ScoreResult], roots: tuple[str, ...], action: str, folder:
             else:
                 done += 1
     note = f", skipped {skipped} that already existed" if skipped else ""
-    click.echo(f"{PAST_TENSE[action]} {done} file(s) to {folder}{note}", err=True)
+    click.echo(f"{PAST_TENSE[action]} {done} file(s) to {display_name(folder)}{note}", err=True)
 

@@ -9,9 +9,10 @@ import click
 
 from ..discover import iter_image_files
 from ..errors import PerceptliteError
+from ..names import display_name, escape_unsafe
 from ..pipeline import ScoreResult
 from ..score_files import read_scores, score_format
-from ..writers import WRITERS, atomic_output
+from ..writers import WRITERS, output_file
 
 MAX_LISTED = 5
 
@@ -52,7 +53,7 @@ def write_results(results: Iterable[ScoreResult], output: str, model: str | None
 
         write_parquet(results, output, model, model_hash)
         return
-    with atomic_output(output) as handle:
+    with output_file(output) as handle:
         writer = WRITERS[kind](handle)
         for result in results:
             writer.write(result)
@@ -94,5 +95,5 @@ def command(outputs: tuple[str, ...], output: str, check_roots: tuple[str, ...])
                 raise PerceptliteError(f"{len(missing)} image(s) are in no output: {listed}{more}; is a shard missing?")
         write_results(results, output, model, model_hash)
     except PerceptliteError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"merged {len(results)} records from {len(sources)} files into {output}", err=True)
+        raise click.ClickException(escape_unsafe(str(exc))) from None
+    click.echo(f"merged {len(results)} records from {len(sources)} files into {display_name(output)}", err=True)

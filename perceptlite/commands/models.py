@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..errors import PerceptliteError
+from ..names import display_name, escape_unsafe
 from ..manifest import ModelPackageError, load_package
 from ..registry import DEFAULT_MODEL, MODEL_PATH_ENV, iter_packages, resolve_model
 
@@ -26,8 +27,9 @@ def command(ctx: click.Context, extra: tuple[str, ...]) -> None:
     width = max(len(e.name) for e in entries)
     for entry in entries:
         default = " (default)" if entry.name == DEFAULT_MODEL and entry.source == "bundled" else ""
-        click.echo(f"{entry.name:<{width}}  {entry.version:<8} {entry.backend:<5} {entry.source:<8} {entry.description}{default}")
-        click.echo(f"{'':<{width}}  {entry.path}")
+        # Manifests are not trusted text: control characters are escaped before they reach a terminal.
+        click.echo(escape_unsafe(f"{entry.name:<{width}}  {entry.version:<8} {entry.backend:<5} {entry.source:<8} {entry.description}{default}"))
+        click.echo(f"{'':<{width}}  {display_name(str(entry.path))}")
 
 
 @command.command("show")
@@ -38,11 +40,11 @@ def show(model: str, as_json: bool) -> None:
     try:
         package = load_package(resolve_model(model))
     except (PerceptliteError, ModelPackageError) as exc:
-        click.echo(f"perceptlite: {exc}", err=True)
+        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
         sys.exit(2)
     raw = package.raw
     if as_json:
-        click.echo(json.dumps(raw, indent=2))
+        click.echo(json.dumps(raw, indent=2))  # ASCII: every control character is escaped
         return
     spec = package.input
     lines = [
@@ -60,7 +62,7 @@ def show(model: str, as_json: bool) -> None:
         for key, value in (raw.get(section) or {}).items():
             text = value if isinstance(value, str) else json.dumps(value)
             lines.append(f"{section}.{key}: {text}"[:400])
-    click.echo("\n".join(lines))
+    click.echo("\n".join(escape_unsafe(line) for line in lines))
 
 
 def _variants(package) -> str:

@@ -6,6 +6,7 @@ import click
 
 from ..errors import PerceptliteError
 from ..manifest import ModelPackageError
+from ..names import display_name, escape_unsafe
 from ..report import write_report
 from ._sources import gather_results, score_source_options
 
@@ -21,8 +22,8 @@ def command(paths, output, title, from_scores, cache_path, model, device) -> Non
         results = gather_results(paths, from_scores, cache_path, model, device)
         write_report(results, output, title)
     except (PerceptliteError, ModelPackageError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(escape_unsafe(str(exc))) from None
     except OSError as exc:
-        raise click.ClickException(f"{output}: cannot write the report ({exc.strerror or exc})") from None
+        raise click.ClickException(escape_unsafe(f"{output}: cannot write the report ({exc.strerror or exc})")) from None
     failed = sum(1 for result in results if result.error is not None)
-    click.echo(f"wrote {output}: {len(results) - failed} images, {failed} failed", err=True)
+    click.echo(f"wrote {display_name(output)}: {len(results) - failed} images, {failed} failed", err=True)

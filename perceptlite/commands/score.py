@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import stat
 import sys
 from typing import Iterable, Iterator
 
 import click
 
 from ..backend import load_backend
-from ..decode import DEFAULT_MAX_PIXELS
+from ..decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from ..discover import iter_image_files, parse_shard
 from ..errors import PerceptliteError
 from ..manifest import ModelPackageError
+from ..memory import DEFAULT_DECODE_MEMORY, set_decode_memory
 from ..pipeline import ScoreResult, score_items
+from ..names import display_name, escape_unsafe
 from ..registry import DEFAULT_MODEL, load_model
-from ..writers import WRITERS, atomic_output, stdout_text
+from ..writers import WRITERS, output_file, stdout_text
 from ._dataset_options import dataset_options, dataset_run
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 0, 1, 2, 130, 141, 143
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -53,32 +57,41 @@ def _shard(ctx, param, value):
 @click.option("--hidden", is_flag=True, help="Include hidden files and folders (names starting with '.').")
 @click.option("--shard", callback=_shard, default=None, metavar="I/N", help="Score only shard I of N (0 <= I < N), stable by path below each folder.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse images with more pixels (decompression-bomb guard).")
+@click.option("--decode-memory", type=click.IntRange(min=64), default=DEFAULT_DECODE_MEMORY >> 20, show_default=True, metavar="MB", help="Memory that image decoding may hold at once; bigger images wait their turn, an image that alone needs more is refused.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
 @dataset_options
-def command(paths, model, variant, fmt, output, device, batch_size, threads, jobs, recursive, hidden, shard, max_pixels, quiet, cache_path, parquet_path):
+def command(paths, model, variant, fmt, output, device, batch_size, threads, jobs, recursive, hidden, shard, max_pixels, decode_memory, quiet, cache_path, parquet_path):
     """Score images (files or folders, recursively) for iaa, iqa and ista (0-100)."""
+    install_sigterm_handler()
+    _refuse_inputs_as_outputs(paths, {"-o": output, "--parquet": parquet_path})
     backend = _open_backend(model, device, threads, variant)
     _allow_pixels(max_pixels)
+    set_decode_memory(decode_memory << 20)
+    batch_size = _bounded_batch_size(batch_size, backend, decode_memory << 20)
     discovery_failures: list[str] = []
 
     def on_folder_error(path: str, reason: str) -> None:
         discovery_failures.append(path)
-        click.echo(f"perceptlite: cannot read folder {path}: {reason}", err=True)
+        click.echo(f"perceptlite: cannot read folder {display_name(path)}: {reason}", err=True)
 
     files = iter_image_files(paths, recursive=recursive, hidden=hidden, shard=shard, on_error=on_folder_error)
-    dataset = dataset_run(cache_path, parquet_path, backend.package, quiet)  # --cache, --parquet; closed with the click context
+    dataset = dataset_run(cache_path, parquet_path, backend.package, quiet, variant)  # --cache, --parquet; closed with the click context
     results = dataset.tee(score_items(backend, files, jobs=jobs, batch_size=batch_size, max_pixels=max_pixels, cache=dataset.cache))
     try:
         with _progress(quiet) as progress:
             scored, failed = _write_all(results, fmt, output, progress)
-    except KeyboardInterrupt:
-        click.echo("perceptlite: interrupted" + (f"; {output} left unchanged" if output else ""), err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        click.echo(f"perceptlite: {what}" + (f"; {display_name(output)} left unchanged" if output else ""), err=True)
+        sys.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
     except BrokenPipeError:  # e.g. `perceptlite score . | head`: stop quietly like other Unix tools
         _silence_stdout()
         sys.exit(EXIT_BROKEN_PIPE)
+    except PerceptliteError as exc:  # e.g. a model whose output does not match its manifest
+        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
+        sys.exit(EXIT_USAGE)
     except OSError as exc:
-        target = output or "stdout"
+        target = display_name(output) if output else "stdout"
         click.echo(f"perceptlite: cannot write {target}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_USAGE)
     if not quiet:
@@ -86,13 +99,77 @@ def command(paths, model, variant, fmt, output, device, batch_size, threads, job
     sys.exit(EXIT_SOME_FAILED if failed or discovery_failures else EXIT_OK)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds (and cleans up) exactly like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def install_sigterm_handler() -> None:
+    if hasattr(signal, "SIGTERM"):
+        with contextlib.suppress(ValueError):  # not the main thread (e.g. a test runner): keep the default
+            signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _refuse_inputs_as_outputs(paths, outputs: dict[str, str | None]) -> None:
+    """Exit 2 before any work when an output file is one of the images this run reads."""
+    for option, output in outputs.items():
+        clash = _input_named(output, paths) if output else None
+        if clash is not None:
+            click.echo(f"perceptlite: {option} {display_name(output)} is an input of this run ({display_name(clash)}); refusing to overwrite it", err=True)
+            sys.exit(EXIT_USAGE)
+
+
+def _input_named(output: str, paths) -> str | None:
+    """The input PATH that `output` is (a given file) or would be found in (an image under a folder)."""
+    try:
+        info = os.stat(output)
+    except OSError:
+        return None  # a new file is no input
+    if not stat.S_ISREG(info.st_mode):
+        return None  # FIFOs and devices are written through, never replaced
+    real = os.path.realpath(output)
+    for path in paths:
+        if os.path.isdir(path):
+            inside = real.startswith(os.path.realpath(path).rstrip(os.sep) + os.sep)
+            if inside and real.lower().endswith(IMAGE_EXTENSIONS):
+                return path
+        elif os.path.exists(path) and os.path.samefile(path, output):
+            return path
+    return None
+
+
 def _open_backend(model, device, threads, variant):
     try:
         package = load_model(model)
         return load_backend(package, device=device, threads=threads, variant=variant)
     except (PerceptliteError, ModelPackageError) as exc:
-        click.echo(f"perceptlite: {exc}", err=True)
+        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+# Memory one image costs during inference, as a multiple of its input tensor (activations of a small
+# convnet on CPU, measured: --batch-size 1000 with the bundled model took about 13 GB).
+ACTIVATION_FACTOR = 24
+
+
+def _bounded_batch_size(batch_size: int | None, backend, budget: int) -> int | None:
+    """--batch-size, lowered (with a note) when its inputs and activations would exceed the memory budget."""
+    if batch_size is None:
+        return None
+    height, width = backend.package.input.size
+    per_image = 3 * height * width * 4 * ACTIVATION_FACTOR
+    largest = max(1, budget // per_image)
+    if batch_size > largest:
+        click.echo(
+            f"perceptlite: --batch-size {batch_size} would need about {batch_size * per_image / 1e9:.1f} GB; "
+            f"using {largest} (the memory budget, --decode-memory, is {budget >> 20} MB)",
+            err=True,
+        )
+        return largest
+    return batch_size
 
 
 def _silence_stdout() -> None:
@@ -110,7 +187,7 @@ def _allow_pixels(max_pixels: int) -> None:
 
 def _write_all(results: Iterable[ScoreResult], fmt: str, output: str | None, progress) -> tuple[int, int]:
     scored = failed = 0
-    opener = atomic_output(output) if output else stdout_text()
+    opener = output_file(output) if output else stdout_text()
     with opener as stream:
         writer = WRITERS[fmt](stream)
         for result in results:
@@ -145,7 +222,7 @@ def _summary(scored: int, failed: int, output: str | None) -> None:
     if scored == 0 and failed == 0:
         click.echo("perceptlite: no image files found", err=True)
         return
-    where = f" -> {output}" if output else ""
+    where = f" -> {display_name(output)}" if output else ""
     tail = f", {failed} failed (see their 'error')" if failed else ""
     if output or failed or sys.stderr.isatty():
         click.echo(f"perceptlite: {scored} scored{tail}{where}", err=True)
