@@ -24,6 +24,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from PIL import Image
 
 from .splits import is_heldout
 
@@ -37,6 +38,12 @@ EVAL_WALLPAPERS = ("Path", "EveningGlow", "ColorfulCups", "Grey", "FallenLeaf", 
 TRAIN_WALLPAPERS = ("BytheWater", "ColdRipple", "DarkestHour", "OneStandsOut", "summer_1am", "Volna", "Altai", "Autumn", "Canopee", "Flow", "Honeywave", "SafeLanding")
 TRAIN_SIZES = (1000, 2000, 4000)
 DEV_LADDER_IMAGES = 80  # dev training photos that also give a ladder at their own 500 px
+# Noise-only ladders of corpus photos enlarged to 2,000 and 4,000 px: their crops are smooth, like sky or a
+# defocused background, where strong noise otherwise passes for detail (held-out wallpaper noise
+# ladders at 4,000 px: -0.70 without them).
+SMOOTH_NOISE_IMAGES = 24
+SMOOTH_SIZES = (2000, 4000)
+CORPUS = REPO.parent / "shared" / "corpus"
 
 
 def dev_photos(root: Path = HUMAN) -> list[tuple[Path, float, bool]]:
@@ -57,6 +64,19 @@ def wallpaper_photo(name: str) -> Path:
     if not files:
         raise SystemExit(f"{folder}: no wallpaper images (apt-get install plasma-workspace-wallpapers)")
     return files[-1]
+
+
+def smooth_noise_photos() -> list[Path]:
+    """Training photos of the corpus (split by export/splits.py) at least 375 px on the short side."""
+    photos = []
+    for path in sorted((CORPUS / "imagenet-sample").glob("*.JPEG")):
+        if not is_heldout(path.name):
+            with Image.open(path) as image:
+                if min(image.size) >= 375:
+                    photos.append(path)
+        if len(photos) == SMOOTH_NOISE_IMAGES:
+            break
+    return photos
 
 
 def _command_line() -> str:
@@ -93,6 +113,10 @@ def features(work: Path, student: Path) -> None:
     sources += [(f"wall/{name}@{size}", wallpaper_photo(name), size) for name in TRAIN_WALLPAPERS for size in TRAIN_SIZES]
     cache_ladder_features(session, sources, work / "ladders")
     _log(f"ladders: {time.time() - started:.0f} s")
+    started = time.time()
+    smooth = [(f"smooth/{p.stem}@{size}", p, size) for p in smooth_noise_photos() for size in SMOOTH_SIZES]
+    cache_ladder_features(session, smooth, work / "ladders", only=("gaussian_noise",))
+    _log(f"smooth noise ladders: {time.time() - started:.0f} s")
 
 
 @main.command()

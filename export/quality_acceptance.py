@@ -22,14 +22,13 @@ from tqdm import tqdm
 
 from perceptlite import Scorer
 
-from .quality import EVAL_WALLPAPERS, REPO, dev_photos, wallpaper_photo
+from .quality import CORPUS, EVAL_WALLPAPERS, dev_photos, wallpaper_photo
 from .quality_fit import agreement
 from .size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side, smooth_ladder_image
 from .splits import is_heldout
 
 LADDER_SIZES = (500, 1500, 4000)
-LADDER_PHOTOS = 4
-CORPUS = REPO.parent / "shared" / "corpus"
+LADDER_PHOTOS = len(EVAL_WALLPAPERS)
 TARGETS = {"iqa_srcc": 0.82, "iqa_plcc": 0.82, "iqa_mae": 15.0, "ladder": -0.8, "iaa_vs_nima_srcc": 0.84, "iaa_iqr": 10.0, "ista_smoothing": -0.85}
 
 

@@ -73,10 +73,12 @@ def cache_dev_features(session: FeatureSession, photos: Sequence[tuple[Path, flo
     _save_npz(out, features=np.stack(features), mos=np.array([m for _, m, _ in photos]), heldout=np.array([h for _, _, h in photos]), names=np.array([p.name for p, _, _ in photos]))
 
 
-def ladder_of(image: Image.Image, seed: str, session: FeatureSession) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features of the clean image and of every kind at every level: (features, kind index, level)."""
+def ladder_of(image: Image.Image, seed: str, session: FeatureSession, only: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of the clean image and of every kind (or those in `only`) at every level: (features, kind index, level)."""
     rows, kinds, levels = [session.crop_features(image)], [-1], [0]
     for k, kind in enumerate(LADDER_KINDS):
+        if only is not None and kind not in only:
+            continue
         for level in range(1, len(LADDER_LEVELS[kind]) + 1):
             rows.append(session.crop_features(ladder_image(image, kind, level, seed)))
             kinds.append(k)
@@ -84,7 +86,7 @@ def ladder_of(image: Image.Image, seed: str, session: FeatureSession) -> tuple[n
     return np.stack(rows), np.array(kinds), np.array(levels)
 
 
-def cache_ladder_features(session: FeatureSession, sources: Sequence[tuple[str, Path, int | None]], folder: Path) -> None:
+def cache_ladder_features(session: FeatureSession, sources: Sequence[tuple[str, Path, int | None]], folder: Path, only: Sequence[str] | None = None) -> None:
     """One .npz per (name, image, long side or None for native size); existing files are kept."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, path, size in tqdm(sources, desc="ladders", unit="ladder"):
@@ -94,7 +96,7 @@ def cache_ladder_features(session: FeatureSession, sources: Sequence[tuple[str, 
         image = decode_file(path).image
         if size is not None:
             image = resize_long_side(image, size)
-        features, kinds, levels = ladder_of(image, name, session)
+        features, kinds, levels = ladder_of(image, name, session, only)
         _save_npz(out, features=features, kinds=kinds, levels=levels)
 
 

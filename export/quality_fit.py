@@ -1,8 +1,8 @@
 """Fit the iqa head: human opinion scores, plus a ranking term that keeps distortion ladders falling.
 
-The head is linear on standardised crop features (ridge-like). Its loss is
+The head is a one-hidden-layer MLP on standardised crop features (export/quality_model.IqaHead). Its loss is
 
-    mean (pred - mos)^2  +  alpha / n * |w|^2  +  rank_weight * mean over ladder steps of relu(margin - (s_better - s_worse))^2
+    mean (pred - mos)^2  +  alpha / n * |weights|^2  +  rank_weight * mean over ladder steps of relu(margin - (s_better - s_worse))^2
 
 where a ladder step is two adjacent levels (clean -> 1 -> ... -> 5) of one kind on one photo at one
 size. Human scores set the scale and the ranking of real photos; the ladders teach the head that
@@ -42,32 +42,30 @@ def ladder_steps(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(blocks), np.asarray(pairs, dtype=int)
 
 
-def train_linear(x: np.ndarray, y: np.ndarray, ladder: np.ndarray, pairs: np.ndarray, alpha: float, rank_weight: float, mean: np.ndarray, std: np.ndarray) -> IqaHead:
-    """Minimise the loss of the module doc with L-BFGS (float64, full batch)."""
-    xs = torch.from_numpy((x - mean) / std).double()
-    ys = torch.from_numpy(y).double()
-    ls = torch.from_numpy((ladder - mean) / std).double() if len(pairs) else None
+def train_head(x: np.ndarray, y: np.ndarray, ladder: np.ndarray, pairs: np.ndarray, alpha: float, rank_weight: float, mean: np.ndarray, std: np.ndarray, seed: int = 0) -> IqaHead:
+    """Minimise the loss of the module doc with L-BFGS (full batch; the initial weights fixed by `seed`)."""
+    torch.manual_seed(seed)
+    head = IqaHead(x.shape[1])
+    with torch.no_grad():
+        head.feature_mean.copy_(torch.from_numpy(mean))
+        head.feature_std.copy_(torch.from_numpy(std))
+        head.net[-1].bias.fill_(float(y.mean()))
+    xs, ys = torch.from_numpy(x).float(), torch.from_numpy(y).float()
+    ls = torch.from_numpy(ladder).float() if len(pairs) else None
     better, worse = (torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])) if len(pairs) else (None, None)
-    weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.tensor(float(y.mean()), dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=400, history_size=20, line_search_fn="strong_wolfe")
+    weights = [p for name, p in head.net.named_parameters() if name.endswith("weight")]
+    optimiser = torch.optim.LBFGS(head.net.parameters(), lr=1.0, max_iter=300, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
         optimiser.zero_grad()
-        loss = ((xs @ weight + bias - ys) ** 2).mean() + alpha / len(y) * (weight * weight).sum()
+        loss = ((head(xs) - ys) ** 2).mean() + alpha / len(y) * sum((w * w).sum() for w in weights)
         if ls is not None and rank_weight > 0:
-            scores = ls @ weight
+            scores = head(ls)
             loss = loss + rank_weight * (torch.relu(MARGIN - (scores[better] - scores[worse])) ** 2).mean()
         loss.backward()
         return loss
 
     optimiser.step(closure)
-    head = IqaHead(x.shape[1])
-    with torch.no_grad():
-        head.feature_mean.copy_(torch.from_numpy(mean))
-        head.feature_std.copy_(torch.from_numpy(std))
-        head.linear.weight.copy_(weight.detach().float()[None])
-        head.linear.bias.copy_(bias.detach().float()[None])
     return head.eval()
 
 
@@ -100,7 +98,7 @@ def cross_validate(x, y, ladder, pairs, alpha, rank_weight) -> np.ndarray:
     for fold in range(FOLDS):
         train = folds != fold
         mean, std = _standardisation(x[train])
-        out[~train] = predict(train_linear(x[train], y[train], ladder, pairs, alpha, rank_weight, mean, std), x[~train])
+        out[~train] = predict(train_head(x[train], y[train], ladder, pairs, alpha, rank_weight, mean, std), x[~train])
     return out
 
 
@@ -121,7 +119,7 @@ def fit_iqa_head(work: Path, rank_weight: float = 1.0) -> dict:
     best = max(ALPHAS, key=lambda a: cv[a]["srcc"])
     without_ranking = agreement(cross_validate(x_train, y_train, ladder, pairs, best, 0.0), y_train)
     mean, std = _standardisation(x_train)
-    head = train_linear(x_train, y_train, ladder, pairs, best, rank_weight, mean, std)
+    head = train_head(x_train, y_train, ladder, pairs, best, rank_weight, mean, std)
     torch.save(head.state_dict(), work / "iqa_head.pt")
     summary = {
         "alpha": best,

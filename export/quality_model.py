@@ -6,7 +6,7 @@
 
 One backbone pass covers the whole view and the crops together. `iaa` and `ista` are the student's own
 heads on the whole view (`iaa` through a monotone calibration onto the spread of human ratings);
-`iqa` is a linear head, learnt from human mean opinion scores and distortion ladders, on the crops'
+`iqa` is a small MLP head, learnt from human mean opinion scores and distortion ladders, on the crops'
 multi-scale statistics averaged over the crops.
 """
 
@@ -33,17 +33,23 @@ CROP_GRID = (3, 3)
 CROP_CELLS = ((0, 1), (1, 0), (1, 1), (1, 2), (2, 1))
 
 
-class IqaHead(nn.Module):
-    """Standardised crop features -> a linear map onto the mean-opinion-score scale (0-100)."""
+# One hidden layer: a linear head read strong noise on smooth or defocused regions as detail and scored
+# it higher (noise ladders of held-out wallpapers at 4,000 px: -0.71); with 32 hidden units they fall
+# (-0.99) at the same cross-validated SRCC (0.781 vs 0.780) and a better PLCC (0.827 vs 0.811).
+IQA_HIDDEN = 32
 
-    def __init__(self, features: int = IQA_FEATURES):
+
+class IqaHead(nn.Module):
+    """Standardised crop features -> a small MLP onto the mean-opinion-score scale (0-100)."""
+
+    def __init__(self, features: int = IQA_FEATURES, hidden: int = IQA_HIDDEN):
         super().__init__()
         self.register_buffer("feature_mean", torch.zeros(features))
         self.register_buffer("feature_std", torch.ones(features))
-        self.linear = nn.Linear(features, 1)
+        self.net = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear((features - self.feature_mean) / self.feature_std)[:, 0]
+        return self.net((features - self.feature_mean) / self.feature_std)[:, 0]
 
 
 class PerceptModel(nn.Module):
