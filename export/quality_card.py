@@ -36,12 +36,12 @@ def _human_section(fidelity: dict) -> list[str]:
         f"| all 600 (75 % were trained on: not evidence) | {_fmt(everything.get('srcc'))} | {_fmt(everything.get('plcc'))} | {_fmt(everything.get('mae'))} | {everything.get('images')} |",
         "",
         f"Mean `iqa` on the dev photos {human.get('iqa_mean_dev_photos')}, mean opinion score {human.get('mos_mean_dev_photos')}.",
-        "The held-out part is 150 photos, so its SRCC is known to about +-0.03; the cross-validated number uses",
-        "450. For scale, the field on the same database (all 1,162 photos, trained on other databases):",
+        f"The held-out part is {held.get('images')} photos, so its SRCC is known to about +-0.03; the cross-validated number",
+        f"uses {cv.get('images')}. For scale, the field on the same database (all 1,162 photos, trained on other databases):",
         "",
         FIELD_TABLE,
         "",
-        "Those models never saw LIVE In the Wild; this head was fitted on 450 of its photos, which is easier",
+        f"Those models never saw LIVE In the Wild; this head was fitted on {cv.get('images')} of its photos, which is easier",
         "(models trained and tested on splits of this database usually report 0.80-0.90). Other databases and",
         "cameras may agree less.",
     ]
@@ -65,6 +65,17 @@ def _ladder_section(fidelity: dict) -> list[str]:
     for kind, per_size in table.items():
         lines.append(f"| {kind} {LADDER_LEVELS[kind]} | " + " | ".join(_fmt(per_size.get(s)) for s in sizes) + " |")
     return lines
+
+
+def _speed_lines(speed: dict) -> list[str]:
+    if not speed:
+        return ["Speed: `bench/bench_score.py` prints images/s end to end, model only and decode only, beside a torch NIMA."]
+    return [
+        f"Speed ({speed.get('measured')}): {speed.get('photos')}: end to end {speed.get('end_to_end')} images/s,",
+        f"model only {speed.get('model_only')} images/s, full decode only {speed.get('decode_only')} images/s, peak RSS {speed.get('peak_rss_mb')} MB;",
+        f"a torch NIMA (MobileNet-v1, 224 px, batch 16, 2 threads) {speed.get('nima')} images/s end to end. Six backbone passes",
+        "per image (whole view + 5 crops) make this model slower than NIMA here: the price of seeing full-resolution pixels.",
+    ]
 
 
 def model_card(manifest: dict) -> str:
@@ -114,7 +125,7 @@ def model_card(manifest: dict) -> str:
         "distorted records, a wider and easier range). The iaa head is 0.1.0's; only the monotone map is new.",
         f"`iaa` quartiles {other.get('iaa_quartiles_corpus')} (dev photos: {fidelity.get('human', {}).get('iaa_quartiles_dev_photos')}).",
         f"`ista` median-smoothing ladder {_fmt(other.get('ista_median_smoothing_ladder'))} (must fall); `ista` vs added",
-        f"Gaussian noise {_fmt(other.get('ista_noise_ladder'))} (a texture measure reads noise as texture; see known shortfalls).",
+        f"Gaussian noise {_fmt(other.get('ista_noise_ladder'))} (must not rise).",
         "",
         "## Training data",
         "",
@@ -124,7 +135,8 @@ def model_card(manifest: dict) -> str:
         f"  decay alpha {fit.get('alpha')} chosen by 5-fold cross-validation. Without the ranking term the cross-validated",
         f"  SRCC was {_fmt(fit.get('cv_5fold_without_ranking', {}).get('srcc'))}.",
         "- Ladder photos: Debian `plasma-workspace-wallpapers` (free licences; six photos and six illustrations for",
-        "  training, six other photos for the table above).",
+        "  training, six other photos for the table above), and noise-only ladders of 24 training corpus photos",
+        "  enlarged to 2,000 and 4,000 px (smooth crops, where strong noise otherwise passes for detail).",
         "- Student: `../shared/corpus` (1,500 ImageNet-sample and BSDS500 photos, research terms), see `provenance.student`.",
         f"- Command: `{manifest['provenance'].get('command')}`.",
         "",
@@ -140,14 +152,14 @@ def model_card(manifest: dict) -> str:
         lines.append(f"| {variant}{default} | `{filename}` | {sizes.get(filename)} | {agreement} |")
     lines += [
         "",
-        "Speed: `bench/bench_quality.py` prints images/s end to end, model only and decode only, beside a torch NIMA.",
+        *_speed_lines(manifest["provenance"].get("speed", {})),
         "",
         "## Known shortfalls",
         "",
         "- `iqa` was fitted on one database of phone photos (500 x 500). Professional, synthetic or heavily edited",
         "  images are outside what it learnt from; check it on your own rated images with `perceptlite eval`.",
         "- `iaa` ranks like NIMA (about 0.6 SRCC with people on AVA), only spread like people.",
-        "- `ista` comes from a hand-built texture measure, and added noise can raise it.",
+        "- `ista` comes from a hand-built texture measure (its teacher discounts noise; measured above, it does not rise with it).",
         "",
         "## Making a real UniPercept distillation",
         "",

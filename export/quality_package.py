@@ -50,7 +50,7 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
         "provenance": {
             "iqa": {
                 "what": "MLP head (32 hidden units) on the student's multi-scale statistics of 5 native-resolution 224-px crops, averaged",
-                "trained_on": "mean opinion scores of the training part (75 %) of ../shared/human/clive-dev (LIVE In the Wild, 600 phone photos), plus ranking of distortion ladders (noise, JPEG, resampling, Gaussian and motion blur) of 80 of those photos at 500 px and 12 Debian wallpapers at 1,000-4,000 px",
+                "trained_on": "mean opinion scores of the training part (75 %) of ../shared/human/clive-dev (LIVE In the Wild, 600 phone photos), plus ranking of distortion ladders (noise, JPEG, resampling, Gaussian and motion blur) of 80 of those photos at 500 px and 12 Debian wallpapers at 1,000-4,000 px, and noise ladders of 24 corpus training photos enlarged to 2,000 and 4,000 px",
                 "held_out": "dev photos with sha256(file name) % 100 < 25 (export/splits.py): never trained on; 6 wallpaper photos never trained on",
                 "fit": _read(work / "fit.json"),
             },
@@ -60,6 +60,7 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
             },
             "ista": {"what": "the student's ista head, unchanged"},
             "student": student,
+            "speed": _read(work / "speed.json"),
             "command": command,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
