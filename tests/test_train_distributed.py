@@ -12,9 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from export.train import train  # noqa: E402
-from test_train_stage1 import dataset_args, write_mixed_data  # noqa: E402
+from test_train_stage1 import dataset_args, two_torch_threads, write_mixed_data  # noqa: E402,F401  (two_torch_threads: autouse)
 
-torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
 
 

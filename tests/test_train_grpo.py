@@ -12,9 +12,8 @@ torch = pytest.importorskip("torch")
 
 from export import tiny, unipercept  # noqa: E402
 from export.train import grpo, rewards  # noqa: E402
-from test_train_stage1 import assert_same_trained_state, run_killed_after_first_checkpoint  # noqa: E402
+from test_train_stage1 import assert_same_trained_state, run_killed_after_first_checkpoint, two_torch_threads  # noqa: E402,F401  (two_torch_threads: autouse)
 
-torch.set_num_threads(2)
 TOY_TARGETS = [70, 80]  # a toy rating task: two images rated high
 
 

@@ -19,7 +19,15 @@ from export.train import data, train  # noqa: E402
 from export.train.engine import load_pixels  # noqa: E402
 from export.train.policy import Policy, Prompts  # noqa: E402
 
-torch.set_num_threads(2)
+
+@pytest.fixture(autouse=True)
+def two_torch_threads():
+    """In-process runs use the thread count of the subprocess runs they are compared with (OMP_NUM_THREADS=2),
+    whatever an earlier test module left set: float sums differ between thread counts."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = [10, 90, 15, 85]
 
