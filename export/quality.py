@@ -133,7 +133,7 @@ def fit(work: Path, rank_weight: float) -> None:
 @main.command()
 @work_option
 @student_option
-@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True, default=(REPO.parent / "shared" / "corpus",), show_default=True, help="Ordinary photos whose raw iaa spread is matched to AVA's.")
+@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True, default=(CORPUS,), show_default=True, help="Ordinary photos whose raw iaa spread is matched to AVA's.")
 def calibrate(work: Path, student: Path, corpus: tuple[Path, ...]) -> None:
     """Write WORK/iaa_knots.json: the raw-iaa -> AVA-scale map."""
     from .quality_features import calibrate_iaa, feature_session
@@ -183,7 +183,7 @@ def all_steps(ctx: click.Context, work: Path, student: Path, out: Path) -> None:
     command = _command_line()
     ctx.invoke(features, work=work, student=student)
     ctx.invoke(fit, work=work, rank_weight=1.0)
-    ctx.invoke(calibrate, work=work, student=student, corpus=(REPO.parent / "shared" / "corpus",))
+    ctx.invoke(calibrate, work=work, student=student, corpus=(CORPUS,))
     ctx.invoke(export_cmd, work=work, student=student)
     ctx.invoke(package, work=work, out=out, version="0.2.0", measure=True, command=command)
 
