@@ -39,8 +39,8 @@ class FeatureSession:
         return self.session.run(None, {"pixels": pixels.astype(np.float32)})[0]
 
     def crop_features(self, image: Image.Image) -> np.ndarray:
-        """Mean over the crops of their tap statistics: [IQA_FEATURES]."""
-        return self.run(prepare_crops(image, self.spec))[:, :IQA_FEATURES].mean(axis=0)
+        """The tap statistics of each crop: [crops, IQA_FEATURES] (the model averages them)."""
+        return self.run(prepare_crops(image, self.spec))[:, :IQA_FEATURES]
 
     def whole_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Full student features of the whole-image view: [N, 2304]."""

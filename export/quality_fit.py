@@ -19,11 +19,18 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-from .quality_model import IQA_FEATURES, IqaHead
+from .quality_model import CROP_CELLS, IQA_FEATURES, IqaHead
 
 ALPHAS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
 MARGIN = 2.0  # MOS points between adjacent ladder levels
 FOLDS = 5
+
+
+def pooled(features: np.ndarray) -> np.ndarray:
+    """Per-crop cached features [N, crops, D] -> the mean over the crops [N, D], as the model pools them."""
+    if features.ndim != 3 or features.shape[1] != len(CROP_CELLS):
+        raise SystemExit(f"feature cache of shape {features.shape} was cut with other crops than the model's {len(CROP_CELLS)}: delete it and re-run `features`")
+    return features.mean(axis=1)
 
 
 def ladder_steps(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +42,7 @@ def ladder_steps(folder: Path) -> tuple[np.ndarray, np.ndarray]:
         for kind in sorted(set(kinds.tolist()) - {-1}):
             rows = [0] + sorted(np.flatnonzero(kinds == kind).tolist(), key=lambda r: levels[r])
             pairs += [(offset + a, offset + b) for a, b in zip(rows, rows[1:])]
-        blocks.append(data["features"])
+        blocks.append(pooled(data["features"]))
         offset += len(data["features"])
     if not blocks:
         return np.zeros((0, IQA_FEATURES), np.float32), np.zeros((0, 2), int)
@@ -109,7 +116,7 @@ def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def fit_iqa_head(work: Path, rank_weight: float = 1.0) -> dict:
     """Choose alpha by cross-validation, fit on the whole training part, save WORK/iqa_head.pt + fit.json."""
     dev = np.load(work / "dev_features.npz")
-    x, y, held = dev["features"].astype(np.float64), dev["mos"].astype(np.float64), dev["heldout"].astype(bool)
+    x, y, held = pooled(dev["features"]).astype(np.float64), dev["mos"].astype(np.float64), dev["heldout"].astype(bool)
     ladder, pairs = ladder_steps(work / "ladders")
     ladder = ladder.astype(np.float64)
     x_train, y_train = x[~held], y[~held]
