@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .quality_model import CROP_CELLS, CROP_LAYOUT
+
 FIELD_TABLE = """| model | trained on | CLIVE SRCC (all 1,162 photos, pyiqa's table) |
 |---|---|---|
 | Q-Align (7B multimodal LLM) | KonIQ | 0.881 |
@@ -73,8 +75,9 @@ def _speed_lines(speed: dict) -> list[str]:
     return [
         f"Speed ({speed.get('measured')}): {speed.get('photos')}: end to end {speed.get('end_to_end')} images/s,",
         f"model only {speed.get('model_only')} images/s, full decode only {speed.get('decode_only')} images/s, peak RSS {speed.get('peak_rss_mb')} MB;",
-        f"a torch NIMA (MobileNet-v1, 224 px, batch 16, 2 threads) {speed.get('nima')} images/s end to end. Six backbone passes",
-        "per image (whole view + 5 crops) make this model slower than NIMA here: the price of seeing full-resolution pixels.",
+        f"a torch NIMA (MobileNet-v1, 224 px, batch 16, 2 threads) {speed.get('nima')} images/s end to end, in the same run.",
+        f"Each image costs {1 + len(CROP_CELLS)} backbone passes (the whole view + {len(CROP_CELLS)} crops) and a full-resolution decode:",
+        "the price of seeing every pixel.",
     ]
 
 
@@ -96,8 +99,8 @@ def model_card(manifest: dict) -> str:
         "  into a student by `export.distill` (version 0.1.0 of this package: NIMA for aesthetics, a",
         "  synthetic-distortion pseudo-MOS for quality, a texture measure for structure; see `provenance.student`).",
         "- Two views of every image go through it in one batch: the whole image stretched to 224 x 224 (bicubic),",
-        "  and 5 crops of 224 x 224 cut from the image at its full resolution (no downscaling), centred on the",
-        "  middle and the four edge cells of a 3 x 3 grid. Images under 224 px on a side are enlarged first.",
+        f"  and {len(CROP_CELLS)} crops of 224 x 224 cut from the image at its full resolution (no downscaling), centred on",
+        f"  the {CROP_LAYOUT} of a 3 x 3 grid. Images under 224 px on a side are enlarged first.",
         "- `iaa` and `ista`: the student's heads on the whole view; `iaa` then goes through a monotone",
         "  piecewise-linear map (below), so rankings are the student's.",
         "- `iqa`: a small MLP (32 hidden units) on the crops' multi-scale statistics (mean and standard deviation",

@@ -35,16 +35,16 @@ class FeatureSession:
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.spec = input_spec()
 
-    def run(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"pixels": pixels.astype(np.float32)})[0]
+    def run(self, pixels: np.ndarray, output: str) -> np.ndarray:
+        return self.session.run([output], {"pixels": pixels.astype(np.float32)})[0]
 
     def crop_features(self, image: Image.Image) -> np.ndarray:
-        """The tap statistics of each crop: [crops, IQA_FEATURES] (the model averages them)."""
-        return self.run(prepare_crops(image, self.spec))[:, :IQA_FEATURES]
+        """Every block's statistics for each crop: [crops, IQA_FEATURES] (the model averages them)."""
+        return self.run(prepare_crops(image, self.spec), "blocks")
 
     def whole_features(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Full student features of the whole-image view: [N, 2304]."""
-        return self.run(np.stack([prepare_pixels(image, self.spec) for image in images]))
+        """The student's own features of the whole-image view: [N, FEATURE_DIM]."""
+        return self.run(np.stack([prepare_pixels(image, self.spec) for image in images]), "features")
 
 
 def feature_session(student: Path, work: Path) -> FeatureSession:
@@ -52,7 +52,7 @@ def feature_session(student: Path, work: Path) -> FeatureSession:
     work.mkdir(parents=True, exist_ok=True)
     onnx_path = work / "features.onnx"
     stamp = work / "features.source"
-    source = json.dumps({"student": str(Path(student).resolve()), "bytes": os.path.getsize(student), "mtime": os.path.getmtime(student)})
+    source = json.dumps({"student": str(Path(student).resolve()), "bytes": os.path.getsize(student), "mtime": os.path.getmtime(student), "block_features": IQA_FEATURES})
     if not onnx_path.is_file() or not stamp.is_file() or stamp.read_text() != source:
         export_features_onnx(load_student_weights(student), onnx_path)
         stamp.write_text(source)

@@ -21,15 +21,15 @@ from scipy.stats import pearsonr, spearmanr
 
 from .quality_model import CROP_CELLS, IQA_FEATURES, IqaHead
 
-ALPHAS = (30.0, 100.0, 300.0, 1000.0, 3000.0)
+ALPHAS = (300.0, 1000.0, 3000.0, 10000.0)
 MARGIN = 2.0  # MOS points between adjacent ladder levels
 FOLDS = 5
 
 
 def pooled(features: np.ndarray) -> np.ndarray:
     """Per-crop cached features [N, crops, D] -> the mean over the crops [N, D], as the model pools them."""
-    if features.ndim != 3 or features.shape[1] != len(CROP_CELLS):
-        raise SystemExit(f"feature cache of shape {features.shape} was cut with other crops than the model's {len(CROP_CELLS)}: delete it and re-run `features`")
+    if features.ndim != 3 or features.shape[1:] != (len(CROP_CELLS), IQA_FEATURES):
+        raise SystemExit(f"a feature cache of shape {features.shape} is not [images, {len(CROP_CELLS)} crops, {IQA_FEATURES}]: it was made for another model; delete it and re-run `features`")
     return features.mean(axis=1)
 
 

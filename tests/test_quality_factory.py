@@ -14,7 +14,7 @@ from PIL import Image
 from export.calibration import PiecewiseLinear, apply_knots, quantile_knots
 from export.onnx_export import export_onnx
 from export.quality import dev_photos
-from export.quality_model import student_from_onnx
+from export.quality_model import CROP_CELLS, IQA_FEATURES, student_from_onnx
 from export.size_ladders import LADDER_KINDS, ladder_image
 from export.student import build_student
 from perceptlite import Scorer
@@ -71,6 +71,7 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     photos = dev_photos()[:15]
     session = feature_session(student_checkpoint, work)
     cache_dev_features(session, photos, work / "dev_features.npz")
+    assert np.load(work / "dev_features.npz")["features"].shape == (15, len(CROP_CELLS), IQA_FEATURES)  # per crop
     big = next(p for p in sorted((corpus_dir / "imagenet-sample").glob("*.JPEG")) if min(Image.open(p).size) >= 300)
     cache_ladder_features(session, [("dev/one", photos[0][0], None), ("big@600", big, 600)], work / "ladders")
     assert len(list((work / "ladders").glob("*.npz"))) == 2
@@ -86,7 +87,7 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     assert summary["onnx_vs_torch_max_abs"] < 0.05
     package = write_quality_package(work, tmp_path / "package", "0.0.1", "test", fidelity=None)
     manifest = json.loads((package / "perceptlite.json").read_text())
-    assert manifest["input"]["crops"]["cells"] and load_package(package).input.crops.count == 5
+    assert manifest["input"]["crops"]["cells"] and load_package(package).input.crops.count == len(CROP_CELLS)
     for variant in ("fp32", "int8"):
         result = Scorer(package, device="cpu", variant=variant).score(str(photos[1][0]))
         assert result.ok and all(0 <= v <= 100 for v in (result.iaa, result.iqa, result.ista))
