@@ -156,20 +156,21 @@ def export_cmd(work: Path, student: Path) -> None:
 @main.command()
 @work_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Package folder to write (e.g. models/perceptlite-base).")
-@click.option("--version", "version", default="0.2.0", show_default=True, help="Package version.")
+@click.option("--version", "version", default="0.3.0", show_default=True, help="Package version.")
+@click.option("--name", default="perceptlite-base", show_default=True, help="Package name.")
 @click.option("--measure/--no-measure", default=True, show_default=True, help="Measure the written package through perceptlite.Scorer and put the numbers in its manifest and card.")
 @click.option("--command", "command", default=None, help="The command line to record as provenance (default: this one).")
-def package(work: Path, out: Path, version: str, measure: bool, command: str | None) -> None:
+def package(work: Path, out: Path, version: str, name: str, measure: bool, command: str | None) -> None:
     """Write the package; then measure it as users get it and write the numbers into it."""
     from .quality_acceptance import measure_package
     from .quality_package import write_quality_package
 
     command = command or _command_line()
-    write_quality_package(work, out, version, command, fidelity=None)
+    write_quality_package(work, out, version, command, fidelity=None, name=name)
     if measure:
         fidelity = measure_package(out, work)
         (work / "acceptance.json").write_text(json.dumps(fidelity, indent=2) + "\n")
-        write_quality_package(work, out, version, command, fidelity=fidelity)
+        write_quality_package(work, out, version, command, fidelity=fidelity, name=name)
     click.echo(f"{out}: package written")
 
 
@@ -185,7 +186,7 @@ def all_steps(ctx: click.Context, work: Path, student: Path, out: Path) -> None:
     ctx.invoke(fit, work=work, rank_weight=1.0)
     ctx.invoke(calibrate, work=work, student=student, corpus=(CORPUS,))
     ctx.invoke(export_cmd, work=work, student=student)
-    ctx.invoke(package, work=work, out=out, version="0.2.0", measure=True, command=command)
+    ctx.invoke(package, work=work, out=out, version="0.3.0", name="perceptlite-base", measure=True, command=command)
 
 
 if __name__ == "__main__":

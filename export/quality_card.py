@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .quality_model import CROP_CELLS, CROP_LAYOUT
+from .quality_model import CROP_CELLS, CROP_LAYOUT, IQA_HIDDEN
 
 FIELD_TABLE = """| model | trained on | CLIVE SRCC (all 1,162 photos, pyiqa's table) |
 |---|---|---|
@@ -103,8 +103,8 @@ def model_card(manifest: dict) -> str:
         f"  the {CROP_LAYOUT} of a 3 x 3 grid. Images under 224 px on a side are enlarged first.",
         "- `iaa` and `ista`: the student's heads on the whole view; `iaa` then goes through a monotone",
         "  piecewise-linear map (below), so rankings are the student's.",
-        "- `iqa`: a small MLP (32 hidden units) on the crops' multi-scale statistics (mean and standard deviation",
-        "  of 5 stages), averaged over the crops, on the mean-opinion-score scale. Because the crops keep every pixel, noise,",
+        f"- `iqa`: a small MLP ({IQA_HIDDEN} hidden units) on the crops' multi-scale statistics (mean and standard deviation",
+        "  of every block's output, 16 blocks), averaged over the crops, on the mean-opinion-score scale. Because the crops keep every pixel, noise,",
         "  compression and blur count the same in a 500-px and a 4,000-px photo.",
         "",
         "## What the numbers mean",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from perceptlite.manifest import write_package
 
-from .quality_model import CROP_CELLS, CROP_GRID, CROP_SIZE
+from .quality_model import CROP_CELLS, CROP_GRID, CROP_LAYOUT, CROP_SIZE, IQA_HIDDEN
 from .train_student import INPUT_MEAN, INPUT_STD
 
 NAME = "perceptlite-base"
@@ -24,10 +24,10 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def build_manifest(work: Path, version: str, command: str, fidelity: dict | None) -> dict:
+def build_manifest(work: Path, version: str, command: str, fidelity: dict | None, name: str = NAME) -> dict:
     student = _read(work / "student-0.1.0.json").get("provenance", {})
     return {
-        "name": NAME,
+        "name": name,
         "version": version,
         "backend": "onnx",
         "description": DESCRIPTION,
@@ -49,7 +49,7 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
         },
         "provenance": {
             "iqa": {
-                "what": "MLP head (32 hidden units) on the student's multi-scale statistics of 5 native-resolution 224-px crops, averaged",
+                "what": f"MLP head ({IQA_HIDDEN} hidden units) on the mean and standard deviation of every backbone block's output, averaged over {len(CROP_CELLS)} native-resolution {CROP_SIZE}-px crops ({CROP_LAYOUT} of a 3 x 3 grid)",
                 "trained_on": "mean opinion scores of the training part (75 %) of ../shared/human/clive-dev (LIVE In the Wild, 600 phone photos), plus ranking of distortion ladders (noise, JPEG, resampling, Gaussian and motion blur) of 80 of those photos at 500 px and 12 Debian wallpapers at 1,000-4,000 px, and noise ladders of 24 corpus training photos enlarged to 2,000 and 4,000 px",
                 "held_out": "dev photos with sha256(file name) % 100 < 25 (export/splits.py): never trained on; 6 wallpaper photos never trained on",
                 "fit": _read(work / "fit.json"),
@@ -68,7 +68,7 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
     }
 
 
-def write_quality_package(work: Path, out: Path, version: str, command: str, fidelity: dict | None) -> Path:
+def write_quality_package(work: Path, out: Path, version: str, command: str, fidelity: dict | None, name: str = NAME) -> Path:
     """Copy the ONNX files into `out`, write its manifest and model card."""
     from .quality_card import model_card
 
@@ -79,5 +79,5 @@ def write_quality_package(work: Path, out: Path, version: str, command: str, fid
             raise SystemExit(f"{source}: missing; run `python -m export.quality export` first")
         if not (out / filename).is_file() or (out / filename).read_bytes() != source.read_bytes():
             shutil.copyfile(source, out / filename)
-    manifest = build_manifest(work, version, command, fidelity)
+    manifest = build_manifest(work, version, command, fidelity, name)
     return write_package(out, manifest, model_card(manifest))
