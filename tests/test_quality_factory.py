@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from export.calibration import PiecewiseLinear, apply_knots, quantile_knots
-from export.onnx_export import export_onnx
-from export.quality import dev_photos
-from export.quality_model import student_from_onnx
-from export.size_ladders import LADDER_KINDS, ladder_image
-from export.student import build_student
+from export.student.calibration import PiecewiseLinear, apply_knots, quantile_knots
+from export.student.network import build_student
+from export.student.onnx_export import export_onnx
+from export.student.quality import dev_photos
+from export.student.quality_model import CROP_CELLS, student_from_onnx
+from export.student.size_ladders import LADDER_KINDS, ladder_image
 from perceptlite import Scorer
 from perceptlite.manifest import load_package
 
@@ -62,10 +62,10 @@ def test_ladders_are_deterministic_and_keep_the_size(corpus_dir, kind):
 
 
 def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus_dir):
-    from export.quality_export import export_package_files
-    from export.quality_features import cache_dev_features, cache_ladder_features, calibrate_iaa, feature_session
-    from export.quality_fit import fit_iqa_head
-    from export.quality_package import write_quality_package
+    from export.student.quality_export import export_package_files
+    from export.student.quality_features import cache_dev_features, cache_ladder_features, calibrate_iaa, feature_session
+    from export.student.quality_fit import fit_iqa_head
+    from export.student.quality_package import write_quality_package
 
     work = tmp_path / "work"
     photos = dev_photos()[:15]
@@ -86,7 +86,7 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     assert summary["onnx_vs_torch_max_abs"] < 0.05
     package = write_quality_package(work, tmp_path / "package", "0.0.1", "test", fidelity=None)
     manifest = json.loads((package / "perceptlite.json").read_text())
-    assert manifest["input"]["crops"]["cells"] and load_package(package).input.crops.count == 5
+    assert manifest["input"]["crops"]["cells"] and load_package(package).input.crops.count == len(CROP_CELLS)
     for variant in ("fp32", "int8"):
         result = Scorer(package, device="cpu", variant=variant).score(str(photos[1][0]))
         assert result.ok and all(0 <= v <= 100 for v in (result.iaa, result.iqa, result.ista))

@@ -1,6 +1,6 @@
 """Turn a distilled student into a package whose `iqa` agrees with people, at any photo size.
 
-    python -m export.quality all --student artifacts/distill/student.pt --work artifacts/quality \\
+    python -m export.student.quality all --student artifacts/distill/student.pt --work artifacts/quality \\
         --out models/perceptlite-base
 
 Steps, each reading and writing WORK so that any of them can be re-run or resumed:
@@ -8,10 +8,10 @@ Steps, each reading and writing WORK so that any of them can be re-run or resume
              and distortion ladders of training photos at 500-4,000 px (one .npz per photo and size)
   fit        the iqa head: mean opinion scores of the dev photos' training part, plus a ranking
              term that keeps every ladder falling; 5-fold cross-validation picks the weight decay
-  calibrate  the iaa map onto the spread of AVA's human mean ratings (export/calibration.py)
+  calibrate  the iaa map onto the spread of AVA's human mean ratings (export/student/calibration.py)
   export     model.onnx (pixels + crops -> scores), checked against torch; model.int8.onnx
   package    manifest + model card, then `measure` through perceptlite.Scorer, then the final card
-The dev photos whose sha256(file name) % 100 < 25 (export/splits.py) are never trained on.
+The dev photos whose sha256(file name) % 100 < 25 (export/student/splits.py) are never trained on.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from PIL import Image
 
 from .splits import is_heldout
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HUMAN = REPO.parent / "shared" / "human" / "clive-dev"
 WALLPAPERS = Path("/usr/share/wallpapers")
 DEV_HELDOUT_PERCENT = 25
@@ -67,7 +67,7 @@ def wallpaper_photo(name: str) -> Path:
 
 
 def smooth_noise_photos() -> list[Path]:
-    """Training photos of the corpus (split by export/splits.py) at least 375 px on the short side."""
+    """Training photos of the corpus (split by export/student/splits.py) at least 375 px on the short side."""
     photos = []
     for path in sorted((CORPUS / "imagenet-sample").glob("*.JPEG")):
         if not is_heldout(path.name):
@@ -80,7 +80,7 @@ def smooth_noise_photos() -> list[Path]:
 
 
 def _command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["python", "-m", "export.quality", *sys.argv[1:]])
+    return " ".join(shlex.quote(a) for a in ["python", "-m", "export.student.quality", *sys.argv[1:]])
 
 
 def _log(message: str) -> None:
@@ -93,7 +93,7 @@ def main() -> None:
 
 
 work_option = click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/quality"), show_default=True, help="Work folder (resumable).")
-student_option = click.option("--student", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="The distilled student: export.distill's student.pt, or a student-only ONNX export.")
+student_option = click.option("--student", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="The distilled student: export.student.distill's student.pt, or a student-only ONNX export.")
 
 
 @main.command()

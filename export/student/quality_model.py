@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .calibration import PiecewiseLinear
-from .student import BN_EPS, TAP_CHANNELS, Student, build_student
+from .network import BN_EPS, TAP_CHANNELS, Student, build_student
 
 # The iqa head reads the tap statistics (mean and std of blocks 0, 2, 4, 10, 15), not the 1280-d head
 # features: measured on the dev photos (5-fold, ridge) 0.797 vs 0.790 SRCC.
@@ -73,11 +73,11 @@ class PerceptModel(nn.Module):
 
 
 def load_student_weights(path: str | Path) -> Student:
-    """The distilled student from `export.distill`'s student.pt, or from an exported student ONNX file."""
+    """The distilled student from `export.student.distill`'s student.pt, or from an exported student ONNX file."""
     path = Path(path)
     if path.suffix == ".onnx":
         return student_from_onnx(path)
-    from .train_student import load_student
+    from .train import load_student
 
     return load_student(path)
 
@@ -165,7 +165,7 @@ def input_spec():
     """The package's input contract, as the runtime reads it (perceptlite.manifest.InputSpec)."""
     from perceptlite.manifest import CropSpec, InputSpec
 
-    from .train_student import INPUT_MEAN, INPUT_STD
+    from .train import INPUT_MEAN, INPUT_STD
 
     crops = CropSpec(size=CROP_SIZE, grid=CROP_GRID, cells=CROP_CELLS)
     return InputSpec(size=(CROP_SIZE, CROP_SIZE), resize="stretch", interpolation="bicubic", mean=INPUT_MEAN, std=INPUT_STD, crops=crops)
