@@ -37,6 +37,7 @@ class SyntheticIqaTeacher:
 
     name = "iqa-synthetic"
     axes = ("iqa",)
+    full_reference = True  # rates a distorted copy against its clean image; a photo alone gets 100
 
     def label(self, image: Image.Image, reference: Image.Image | None = None) -> dict[str, float]:
         """iqa 0-100 of `image` against its clean `reference` (100 when there is none)."""
