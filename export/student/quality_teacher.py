@@ -109,12 +109,16 @@ def teacher_step(teacher_spec: str, session: FeatureSession, work: Path, roots: 
 
 
 def monotone_map(teacher: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Knots (teacher score, MOS) of the least-squares non-decreasing fit of MOS on the teacher's score."""
+    """Knots (teacher score, MOS) of the least-squares non-decreasing fit of MOS on the teacher's score,
+    read linearly between knots (np.interp); only the two ends of each flat run are kept."""
     from scipy.optimize import isotonic_regression
 
     xs, inverse, counts = np.unique(np.asarray(teacher, float), return_inverse=True, return_counts=True)
     means = np.bincount(inverse, weights=np.asarray(mos, float)) / counts
-    return xs, isotonic_regression(means, weights=counts.astype(float), increasing=True).x
+    ys = isotonic_regression(means, weights=counts.astype(float), increasing=True).x
+    padded = np.concatenate([[np.nan], ys, [np.nan]])
+    keep = (padded[1:-1] != padded[:-2]) | (padded[1:-1] != padded[2:])
+    return xs[keep], ys[keep]
 
 
 def teacher_term(work: Path, dev_names: np.ndarray, dev_mos: np.ndarray, dev_held: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict] | None:
