@@ -1,4 +1,4 @@
-"""The human-calibrated package factory (export/quality*.py) end to end on a few real photos."""
+"""The human-calibrated package factory (export/student/quality*.py) end to end on a few real photos."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """Fit the iqa head: human opinion scores, plus a ranking term that keeps distortion ladders falling.
 
-The head is a one-hidden-layer MLP on standardised crop features (export/quality_model.IqaHead). Its loss is
+The head is a one-hidden-layer MLP on standardised crop features (export/student/quality_model.IqaHead). Its loss is
 
     mean (pred - mos)^2  +  alpha / n * |weights|^2  +  rank_weight * mean over ladder steps of relu(margin - (s_better - s_worse))^2
         +  teacher_weight * mean over the teacher's photos of (pred - map(teacher iqa))^2
-
 
 where a ladder step is two adjacent levels (clean -> 1 -> ... -> 5) of one kind on one photo at one
 size. Human scores set the scale and the ranking of real photos; the ladders teach the head that
