@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +104,7 @@ def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, stude
     from export.student.label import read_records
     from export.student.quality_features import cache_dev_features, feature_session
     from export.student.quality_fit import fit_iqa_head, load_iqa_head
-    from export.student.quality_teacher import TEACHER_DEV_LABELS, TEACHER_FEATURES, TEACHER_LABELS, teacher_step, teacher_term
+    from export.student.quality_teacher import TEACHER_DEV_LABELS, TEACHER_FEATURES, TEACHER_LABELS, load_iqa_teacher, teacher_step, teacher_term
     from export.student.splits import is_heldout
 
     work = tmp_path / "work"
@@ -113,7 +115,7 @@ def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, stude
     unrated.mkdir()
     for path in sorted((corpus_dir / "bsds500" / "val").glob("*.jpg"))[:12]:
         os.symlink(path, unrated / path.name)
-    teacher = f"unipercept:{unipercept_sensitive_checkpoint}"
+    teacher = load_iqa_teacher(f"unipercept:{unipercept_sensitive_checkpoint}")
 
     first = teacher_step(teacher, session, work, [unrated], 6, photos)
     labels = read_records(work / TEACHER_LABELS)
@@ -150,3 +152,14 @@ def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, stude
     dev = np.load(work / "dev_features.npz")
     _, targets, summary = teacher_term(work, dev["names"], dev["mos"], dev["heldout"])
     assert summary["mapping"]["kind"].startswith("identity") and np.allclose(targets, [r["iqa"] for r in labels])
+
+
+@pytest.mark.parametrize("teacher", ["iqa-synthetic", "nima", "unipercept:/nonexistent/checkpoint"])
+def test_quality_teacher_refuses_a_teacher_that_cannot_rate_photos_alone(tmp_path, teacher):
+    student = tmp_path / "student.pt"
+    student.write_bytes(b"not read: the teacher is checked first")
+    run = subprocess.run([sys.executable, "-m", "export.student.quality", "teacher", "--student", str(student), "--work", str(tmp_path / "work"),
+                          "--teacher", teacher], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert ("does not rate iqa" in run.stderr) if not teacher.startswith("unipercept") else ("config.json" in run.stderr)
+    assert not (tmp_path / "work").exists()

@@ -137,12 +137,13 @@ teacher_images_option = click.option("--teacher-images", type=int, default=None,
 def teacher(work: Path, student: Path, teacher_spec: str, teacher_images: int | None, photos: tuple[Path, ...], with_dev: bool) -> None:
     """Teacher iqa of unrated photos (WORK/teacher_labels.jsonl, resumed) and their crop features."""
     from .quality_features import feature_session
-    from .quality_teacher import teacher_step
+    from .quality_teacher import load_iqa_teacher, teacher_step
 
     try:
-        summary = teacher_step(teacher_spec, feature_session(student, work), work, photos, teacher_images, dev_photos() if with_dev else ())
+        loaded = load_iqa_teacher(teacher_spec)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
+    summary = teacher_step(loaded, feature_session(student, work), work, photos, teacher_images, dev_photos() if with_dev else ())
     _log(json.dumps(summary, indent=2))
 
 

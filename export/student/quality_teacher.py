@@ -95,10 +95,10 @@ def cache_teacher_features(session: FeatureSession, records: Sequence[dict], out
     return {"photos": len(keys), "computed": len(todo)}
 
 
-def teacher_step(teacher_spec: str, session: FeatureSession, work: Path, roots: Sequence[Path], limit: int | None,
+def teacher_step(teacher, session: FeatureSession, work: Path, roots: Sequence[Path], limit: int | None,
                  dev: Sequence[tuple[Path, float, bool]] = ()) -> dict:
-    """Label the unrated photos (and the dev training photos, for the mapping), then cache the unrated ones' crop features."""
-    teacher = load_iqa_teacher(teacher_spec)
+    """With a teacher from `load_iqa_teacher`: label the unrated photos (and the dev training photos, for the
+    mapping), then cache the unrated ones' crop features."""
     counts = {"unrated": label_with_teacher(teacher, unrated_samples(roots, limit), work / TEACHER_LABELS)}
     if dev:
         counts["dev"] = label_with_teacher(teacher, dev_samples(dev), work / TEACHER_DEV_LABELS)
