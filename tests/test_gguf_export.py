@@ -1,4 +1,4 @@
-"""export.gguf refuses folders that are not a UniPercept checkpoint, with one line that names the problem."""
+"""export.unipercept.gguf refuses folders that are not a UniPercept checkpoint, with one line that names the problem."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from export import gguf as gguf_export
+from export.unipercept import gguf as gguf_export
 
 INTERNVL_CONFIG = {
     "architectures": ["InternVLChatModel"],

@@ -1,7 +1,7 @@
 """GGUF export + llama.cpp backend against the torch reference scorer, on the tiny UniPercept checkpoint.
 
 Real files all the way: llama.cpp's pinned converter writes the GGUFs, llama.cpp's quantiser makes
-Q8_0/Q4_K_M, llama-cpp-python (mtmd) runs them, and export.unipercept.ReferenceScorer is the truth.
+Q8_0/Q4_K_M, llama-cpp-python (mtmd) runs them, and export.unipercept.reference.ReferenceScorer is the truth.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip 
 torch = pytest.importorskip("torch")
 scipy_stats = pytest.importorskip("scipy.stats")
 
-from export import gguf as gguf_export  # noqa: E402
-from export import unipercept  # noqa: E402
+from export.unipercept import gguf as gguf_export  # noqa: E402
+from export.unipercept import reference as unipercept  # noqa: E402
 from perceptlite.gguf_backend import VQA_INSTRUCTION, GgufBackend  # noqa: E402
 from perceptlite.manifest import AXES, ModelPackageError, load_package, sha256_file, write_package  # noqa: E402
 

@@ -37,7 +37,7 @@ def test_every_torch_load_in_the_factory_is_weights_only():
 
 def test_checkpoint_code_runs_only_when_allowed(unipercept_tiny_checkpoint, tmp_path, monkeypatch, capsys):
     pytest.importorskip("transformers")
-    from export.unipercept import TRUST_CODE_ENV, CheckpointCodeRefused, allow_checkpoint_code, load_internvl
+    from export.unipercept.reference import TRUST_CODE_ENV, CheckpointCodeRefused, allow_checkpoint_code, load_internvl
 
     checkpoint = tmp_path / "with-code"
     shutil.copytree(unipercept_tiny_checkpoint, checkpoint)
@@ -50,7 +50,7 @@ def test_checkpoint_code_runs_only_when_allowed(unipercept_tiny_checkpoint, tmp_
         load_internvl(checkpoint)
     assert not (tmp_path / MARKER).exists()
 
-    from export import unipercept
+    from export.unipercept import reference as unipercept
 
     assert unipercept.main([str(checkpoint), str(tmp_path / "any.jpg")]) == 2
     assert "--trust-checkpoint-code" in capsys.readouterr().err

@@ -1,9 +1,11 @@
-"""The human-calibrated package factory (export/quality*.py) end to end on a few real photos."""
+"""The human-calibrated package factory (export/student/quality*.py) end to end on a few real photos."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from export.calibration import PiecewiseLinear, apply_knots, quantile_knots
-from export.onnx_export import export_onnx
-from export.quality import dev_photos
-from export.quality_model import CROP_CELLS, IQA_FEATURES, student_from_onnx
-from export.size_ladders import LADDER_KINDS, ladder_image
-from export.student import build_student
+from export.student.calibration import PiecewiseLinear, apply_knots, quantile_knots
+from export.student.network import build_student
+from export.student.onnx_export import export_onnx
+from export.student.quality import dev_photos
+from export.student.quality_model import CROP_CELLS, IQA_FEATURES, student_from_onnx
+from export.student.size_ladders import LADDER_KINDS, ladder_image
 from perceptlite import Scorer
 from perceptlite.manifest import load_package
 
@@ -62,10 +64,10 @@ def test_ladders_are_deterministic_and_keep_the_size(corpus_dir, kind):
 
 
 def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus_dir):
-    from export.quality_export import export_package_files
-    from export.quality_features import cache_dev_features, cache_ladder_features, calibrate_iaa, feature_session
-    from export.quality_fit import fit_iqa_head
-    from export.quality_package import write_quality_package
+    from export.student.quality_export import export_package_files
+    from export.student.quality_features import cache_dev_features, cache_ladder_features, calibrate_iaa, feature_session
+    from export.student.quality_fit import fit_iqa_head
+    from export.student.quality_package import write_quality_package
 
     work = tmp_path / "work"
     photos = dev_photos()[:15]
@@ -95,3 +97,70 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     stamp = (work / "dev_features.npz").stat().st_mtime_ns
     cache_dev_features(session, photos, work / "dev_features.npz")
     assert (work / "dev_features.npz").stat().st_mtime_ns == stamp
+
+
+def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, student_checkpoint, corpus_dir, unipercept_sensitive_checkpoint):
+    """`teacher` (the small checkpoint: its scores mean nothing, only the plumbing is tested) labels unrated
+    photos and the dev training photos, resumes without recomputing, and `fit` learns from the labels."""
+    from export.student.label import read_records
+    from export.student.quality_features import cache_dev_features, feature_session
+    from export.student.quality_fit import fit_iqa_head, load_iqa_head
+    from export.student.quality_teacher import TEACHER_DEV_LABELS, TEACHER_FEATURES, TEACHER_LABELS, load_iqa_teacher, teacher_step, teacher_term
+    from export.student.splits import is_heldout
+
+    work = tmp_path / "work"
+    photos = dev_photos()[:24]
+    session = feature_session(student_checkpoint, work)
+    cache_dev_features(session, photos, work / "dev_features.npz")
+    unrated = tmp_path / "unrated"
+    unrated.mkdir()
+    for path in sorted((corpus_dir / "bsds500" / "val").glob("*.jpg"))[:12]:
+        os.symlink(path, unrated / path.name)
+    teacher = load_iqa_teacher(f"unipercept:{unipercept_sensitive_checkpoint}")
+
+    first = teacher_step(teacher, session, work, [unrated], 6, photos)
+    labels = read_records(work / TEACHER_LABELS)
+    assert len(labels) == 6 and first["unrated"]["written"] == 6
+    assert all(not is_heldout(r["source"]) and 0 <= r["iqa"] <= 100 and set(r["teachers"]) == {"unipercept"} for r in labels)
+    dev_labels = read_records(work / TEACHER_DEV_LABELS)
+    training_dev = [p.name for p, _, held in photos if not held]
+    assert sorted(r["source"] for r in dev_labels) == sorted(training_dev) and len(training_dev) >= 10
+    assert first["features"] == {"photos": 6, "computed": 6}
+    assert np.load(work / TEACHER_FEATURES)["features"].shape[:2] == (6, len(CROP_CELLS))
+
+    # Resumed: nothing is rated or cut again, the files stay as they were.
+    written = {name: (work / name).read_bytes() for name in (TEACHER_LABELS, TEACHER_DEV_LABELS, TEACHER_FEATURES)}
+    again = teacher_step(teacher, session, work, [unrated], 6, photos)
+    assert again["unrated"]["written"] == 0 and again["unrated"]["done_before"] == 6 and again["dev"]["written"] == 0
+    assert again["features"]["computed"] == 0
+    assert all((work / name).read_bytes() == content for name, content in written.items())
+
+    # The fit uses them: weight 0 leaves the teacher term out, 0.5 puts it in and moves the head.
+    off = fit_iqa_head(work, teacher_weight=0.0)
+    head_off = load_iqa_head(work)
+    on = fit_iqa_head(work, teacher_weight=0.5)
+    head_on = load_iqa_head(work)
+    assert off["teacher"]["term"] == "off" and "cv_5fold_without_teacher" not in off["teacher"]
+    recorded = json.loads((work / "fit.json").read_text())["teacher"]
+    assert recorded == on["teacher"] and recorded["weight"] == 0.5 and recorded["photos"] == 6
+    assert recorded["term"].startswith("teacher_weight") and "cv_5fold_without_teacher" in recorded
+    assert recorded["mapping"]["kind"].startswith("isotonic") and recorded["mapping"]["photos_rated_by_both"] == len(training_dev)
+    features = torch.from_numpy(np.load(work / TEACHER_FEATURES)["features"].mean(axis=1)).float()
+    with torch.no_grad():
+        assert not torch.allclose(head_off(features), head_on(features), atol=1e-3)
+    # Without photos rated by both, the teacher's scale is used as is.
+    (work / TEACHER_DEV_LABELS).unlink()
+    dev = np.load(work / "dev_features.npz")
+    _, targets, summary = teacher_term(work, dev["names"], dev["mos"], dev["heldout"])
+    assert summary["mapping"]["kind"].startswith("identity") and np.allclose(targets, [r["iqa"] for r in labels])
+
+
+@pytest.mark.parametrize("teacher", ["iqa-synthetic", "nima", "unipercept:/nonexistent/checkpoint"])
+def test_quality_teacher_refuses_a_teacher_that_cannot_rate_photos_alone(tmp_path, teacher):
+    student = tmp_path / "student.pt"
+    student.write_bytes(b"not read: the teacher is checked first")
+    run = subprocess.run([sys.executable, "-m", "export.student.quality", "teacher", "--student", str(student), "--work", str(tmp_path / "work"),
+                          "--teacher", teacher], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert ("does not rate iqa" in run.stderr) if not teacher.startswith("unipercept") else ("config.json" in run.stderr)
+    assert not (tmp_path / "work").exists()

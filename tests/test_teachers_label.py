@@ -3,8 +3,8 @@
 
 import pytest
 
-from export.label import iter_samples, main, read_records, sample_image
-from export.teachers import load_teacher
+from export.student.label import iter_samples, main, read_records, sample_image
+from export.student.teachers import load_teacher
 
 from _teachers_fixtures import PHOTOS, corpus_photo
 
@@ -91,7 +91,7 @@ def test_axis_claimed_twice_is_refused(image_dir, tmp_path):
 
 @pytest.mark.parametrize("name", ["iqa-synthetic", "ista"])
 def test_teachers_follow_the_interface(name):
-    from export.teachers import Teacher
+    from export.student.teachers import Teacher
 
     teacher = load_teacher(name)
     assert isinstance(teacher, Teacher)
@@ -128,7 +128,7 @@ def test_a_view_crops_its_fractional_box_and_mirrors_it():
     import numpy as np
     from PIL import Image
 
-    from export.label import apply_view
+    from export.student.label import apply_view
 
     pixels = np.arange(40 * 30 * 3, dtype=np.uint32).reshape(30, 40, 3) % 251
     image = Image.fromarray(pixels.astype(np.uint8))

@@ -10,7 +10,7 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
-from export import tiny, unipercept  # noqa: E402
+from export.unipercept import reference as unipercept, tiny  # noqa: E402
 from export.train import grpo, rewards  # noqa: E402
 from test_train_stage1 import assert_same_trained_state, run_killed_after_first_checkpoint, two_torch_threads  # noqa: E402,F401  (two_torch_threads: autouse)
 
@@ -110,12 +110,12 @@ def test_grpo_on_questions_resumes_after_a_kill(unipercept_tiny_checkpoint: Path
     assert_same_trained_state(tmp_path / "straight", tmp_path / "killed", step=3)
 
     # The output is a checkpoint like the original: a distillation teacher, and (with llama.cpp) a GGUF package.
-    from export.teachers import load_teacher
+    from export.student.teachers import load_teacher
 
     labels = load_teacher(f"unipercept:{tmp_path / 'killed'}").label(Image.open(toy_task["images"] / "synthetic_00.png"))
     assert labels.keys() == {"iaa", "iqa", "ista"}
     pytest.importorskip("llama_cpp")
-    from export import gguf
+    from export.unipercept import gguf
 
     assert gguf.main([str(tmp_path / "killed"), str(tmp_path / "package"), "--quant", "f16", "--default", "f16"]) == 0
     manifest = json.loads((tmp_path / "package" / "perceptlite.json").read_text())

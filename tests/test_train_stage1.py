@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export import tiny, unipercept  # noqa: E402
+from export.unipercept import reference as unipercept, tiny  # noqa: E402
 from export.train import data, train  # noqa: E402
 from export.train.engine import load_pixels  # noqa: E402
 from export.train.policy import Policy, Prompts  # noqa: E402

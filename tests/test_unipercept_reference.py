@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export import unipercept  # noqa: E402
-from export.unipercept import AXES, SCORE_TOKENS  # noqa: E402
+from export.unipercept import reference as unipercept  # noqa: E402
+from export.unipercept.reference import AXES, SCORE_TOKENS  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -59,7 +59,7 @@ def test_tiny_checkpoint_has_unipercepts_layout(unipercept_tiny_checkpoint: Path
 def test_generation_is_seeded(unipercept_tiny_checkpoint: Path) -> None:
     from safetensors.torch import load_file
 
-    from export import tiny
+    from export.unipercept import tiny
 
     first = load_file(str(unipercept_tiny_checkpoint / "model.safetensors"))
     again = tiny.random_weights(tiny.checkpoint_config(), seed=0)
@@ -171,7 +171,7 @@ def test_not_a_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
 def test_teacher_protocol(unipercept_sensitive_checkpoint: Path, scorer, training_images) -> None:
     from PIL import Image
 
-    from export.teachers import Teacher, load_teacher
+    from export.student.teachers import Teacher, load_teacher
 
     teacher = load_teacher(f"unipercept:{unipercept_sensitive_checkpoint}")
     assert isinstance(teacher, Teacher) and teacher.axes == AXES
@@ -186,7 +186,7 @@ def test_llama_cpp_converter_recognises_the_tokenizer(unipercept_tiny_checkpoint
     import subprocess
     import sys
 
-    from export import llama_cpp_source
+    from export.unipercept import llama_cpp_source
 
     out = tmp_path / "vocab.gguf"
     env = {**__import__("os").environ, "PYTHONPATH": str(llama_cpp_source.gguf_py_dir())}

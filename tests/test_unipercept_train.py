@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export import tiny, unipercept  # noqa: E402
+from export.unipercept import reference as unipercept, tiny  # noqa: E402
 from export.train import train  # noqa: E402
 
 torch.set_num_threads(2)

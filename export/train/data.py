@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.unipercept import AXES
+from export.unipercept.reference import AXES
 
 TASKS = ("rating", "mcq", "text")
 CHOICE_LETTER = re.compile(r"^[A-D]$")

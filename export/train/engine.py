@@ -27,7 +27,7 @@ from export.train.checkpoints import (
 from export.train.data import DatasetSpec, Mixture
 from export.train.policy import ModelOptions, Policy, Prompts, load_trainable_model, only_lora_trains
 from export.train.runtime import Runtime
-from export.unipercept import preprocess, read_config
+from export.unipercept.reference import preprocess, read_config
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 `Policy` holds the InternVL-layout model; `Policy.forward(mode, ...)` computes logits at chosen positions of
 teacher-forced sequences ("logits") or samples replies ("sample"), optionally as the frozen reference (LoRA
-adapters off). `Prompts` turns samples into token ids exactly as the reference scorer (export/unipercept.py) does.
+adapters off). `Prompts` turns samples into token ids exactly as the reference scorer (export/unipercept/reference.py) does.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from export.unipercept import (
+from export.unipercept.reference import (
     AXES,
     DEFAULT_SYSTEM_MESSAGE,
     IMG_CONTEXT_TOKEN,

@@ -5,7 +5,7 @@
         --dataset json=iqa_vqa.json,images=/data/qground,weight=0.5 [--lora-rank 64] [--resume]
     torchrun --nproc-per-node 8 -m export.train.train ...      # FSDP over 8 GPUs
 
-Every sample is asked exactly as UniPercept asks it (export/unipercept.py): rating samples with the rating
+Every sample is asked exactly as UniPercept asks it (export/unipercept/reference.py): rating samples with the rating
 prompt of their axis, multiple-choice questions with UniPercept's VQA instruction, free questions as InternVL's
 chat() asks them. The loss is on answer tokens only: for a rating, the cross-entropy at the answer position
 between the model's distribution and a discretised Gaussian over the 101 score tokens around the target
@@ -25,7 +25,7 @@ import torch
 from export.train.data import DatasetSpec, Sample, load_samples  # noqa: F401  (re-exported for callers)
 from export.train.engine import Engine, TrainOptions
 from export.train.policy import pad_right
-from export.unipercept import expected_score, read_config
+from export.unipercept.reference import expected_score, read_config
 
 
 def soft_label(target: float, sigma: float) -> torch.Tensor:

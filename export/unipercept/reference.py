@@ -7,7 +7,7 @@ weights under `vision_model.`, `mlp1.`, `language_model.`) is loaded offline:
   modeling code is used through `trust_remote_code`, but only when the user asks for it
   (`--trust-checkpoint-code`, or PERCEPTLITE_TRUST_CHECKPOINT_CODE=1 for the teacher); a message names
   the Python files that will run, and without the flag loading stops with a one-line error;
-- otherwise (the generated test checkpoint, see `export.tiny`) the weights go into `InternVLChat` below: a
+- otherwise (the generated test checkpoint, see `export.unipercept.tiny`) the weights go into `InternVLChat` below: a
   line-for-line port of InternVL's InternViT + pixel shuffle + `mlp1` projector, with transformers' own
   `Qwen2ForCausalLM` as the language model, exactly as InternVL's `InternVLChatModel` composes them. Module
   names equal the checkpoint's weight names, so a checkpoint loads and saves without any renaming.
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m export.unipercept", description="Rate images with a UniPercept checkpoint.")
+    parser = argparse.ArgumentParser(prog="python -m export.unipercept.reference", description="Rate images with a UniPercept checkpoint.")
     parser.add_argument("checkpoint", type=Path, help="checkpoint folder (InternVL original layout)")
     parser.add_argument("images", nargs="+", type=Path, help="image files to rate")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

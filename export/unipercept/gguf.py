@@ -1,9 +1,9 @@
 """Convert a UniPercept checkpoint (InternVL layout) into a gguf model package for llama.cpp.
 
-    python -m export.gguf CHECKPOINT_DIR OUT_PACKAGE_DIR [--quant f16,q8_0,q4_k_m] [--default q8_0]
+    python -m export.unipercept.gguf CHECKPOINT_DIR OUT_PACKAGE_DIR [--quant f16,q8_0,q4_k_m] [--default q8_0]
 
 Steps: check the folder layout; run llama.cpp's own converter (pinned, from the llama-cpp-python
-sdist, see export/llama_cpp_source.py) for the text model (F16) and for the vision projector
+sdist, see export/unipercept/llama_cpp_source.py) for the text model (F16) and for the vision projector
 (`--mmproj`, F16); quantise the text model with llama.cpp's quantiser; write the package
 (`perceptlite.json` with hashes, prompts and score-token ids, MODEL_CARD.md). The checkpoint
 folder is only read: the converter sees a temporary overlay of symlinks, plus a
@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from export import llama_cpp_source, unipercept
 from perceptlite.manifest import AXES, sha256_file, write_package
+
+from . import llama_cpp_source, reference as unipercept
 
 QUANT_TYPES = ("f16", "q8_0", "q4_k_m")
 MMPROJ_FILE = "mmproj-f16.gguf"
@@ -327,7 +328,7 @@ def check_converted(folder: Path, ids: list[int]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m export.gguf", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m export.unipercept.gguf", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="UniPercept checkpoint folder (InternVL layout, safetensors)")
     parser.add_argument("out", type=Path, help="output model package folder (must not exist or be empty)")
     parser.add_argument("--quant", default=",".join(QUANT_TYPES), help="comma-separated variants to keep: f16,q8_0,q4_k_m")
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not variants:
         print(f"error: --quant accepts {', '.join(QUANT_TYPES)}; got {args.quant!r}", file=sys.stderr)
         return 2
-    command = "python -m export.gguf " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m export.unipercept.gguf " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         out = convert(args.checkpoint, args.out, variants, args.default.lower(), args.name, args.threads, command)
     except ConversionError as exc:

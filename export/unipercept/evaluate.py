@@ -1,7 +1,7 @@
 """SRCC / KRCC / PLCC of any scorer against Visual Rating files: the reference scorer or a model package.
 
-    python -m export.evaluate --reference CKPT VR.json [VR2.json ...] --images DIR [--axis iqa] [--bf16]
-    python -m export.evaluate --package PACKAGE VR.json --images DIR      # ONNX or GGUF, via perceptlite
+    python -m export.unipercept.evaluate --reference CKPT VR.json [VR2.json ...] --images DIR [--axis iqa] [--bf16]
+    python -m export.unipercept.evaluate --package PACKAGE VR.json --images DIR      # ONNX or GGUF, via perceptlite
 
 Same table as `perceptlite eval` (the metric code is perceptlite.metrics), so the numbers of the full model,
 its GGUF port and a distilled student can be put side by side.
@@ -21,7 +21,7 @@ def reference_score_function(checkpoint: Path, device: str, bf16: bool, axes: tu
     """A paths -> {axis: score} function backed by the torch reference scorer (None for unreadable images)."""
     import torch
 
-    from export.unipercept import ReferenceScorer
+    from export.unipercept.reference import ReferenceScorer
 
     dtype = torch.bfloat16 if bf16 else torch.float32
     scorer = ReferenceScorer(checkpoint, device=device, dtype=dtype, trust_checkpoint_code=trust_checkpoint_code)
@@ -51,9 +51,9 @@ def package_score_function(package: str, device: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m export.unipercept.evaluate", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--reference", type=Path, help="UniPercept-layout checkpoint folder, scored with export.unipercept")
+    source.add_argument("--reference", type=Path, help="UniPercept-layout checkpoint folder, scored with export.unipercept.reference")
     source.add_argument("--package", help="perceptlite model package (name or folder)")
     parser.add_argument("vr_files", nargs="+", type=Path, help="VR-format JSON files ({image, gt_score} records)")
     parser.add_argument("--images", type=Path, required=True, help="folder the VR files' image paths are relative to")

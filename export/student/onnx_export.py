@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .student import Student
+from .network import Student
 
 OPSET = 17
 MAX_ABS_DIFF = 0.5  # on 0-100 scores, the acceptance bound of issue 3

@@ -1,12 +1,12 @@
 """Generate a tiny random checkpoint with UniPercept's architecture and file layout (a test fixture).
 
-    python -m export.tiny OUT_DIR [--seed 0] [--trained]
+    python -m export.unipercept.tiny OUT_DIR [--seed 0] [--trained]
 
 The folder looks like the real UniPercept / InternVL3 checkpoint, only small: `config.json`
 (`InternVLChatModel` with an InternViT `vision_config` and a Qwen2 `llm_config`), `model.safetensors` with the
 original weight names (`vision_model.`, `mlp1.`, `language_model.`), `preprocessor_config.json` and the real
 Qwen2 tokenizer (rebuilt offline from llama.cpp's `ggml-vocab-qwen2.gguf`) plus InternVL's added tokens at
-InternVL3's ids. llama.cpp's converter accepts it (text model and `--mmproj`), and `export.unipercept` scores
+InternVL3's ids. llama.cpp's converter accepts it (text model and `--mmproj`), and `export.unipercept.reference` scores
 with it. `--trained` also fine-tunes it briefly (see `make_image_sensitive_checkpoint`) so that its ratings
 depend on the image.
 """
@@ -95,7 +95,7 @@ CHAT_TEMPLATE = (
 
 def checkpoint_config() -> dict:
     """config.json of the tiny checkpoint, shaped like InternVL3's."""
-    from export.unipercept import DEFAULT_SYSTEM_MESSAGE
+    from export.unipercept.reference import DEFAULT_SYSTEM_MESSAGE
 
     return {
         "architectures": ["InternVLChatModel"],
@@ -127,7 +127,7 @@ def write_tokenizer(out_dir: Path) -> None:
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import Qwen2TokenizerFast
 
-    from export import llama_cpp_source
+    from export.unipercept import llama_cpp_source
 
     gguf = llama_cpp_source.import_gguf()
     reader = gguf.GGUFReader(str(llama_cpp_source.qwen2_vocab_file()))
@@ -178,7 +178,7 @@ def _write_slow_tokenizer_files(out_dir: Path, vocab: dict, merges: list) -> Non
 
 
 def write_preprocessor_config(out_dir: Path) -> None:
-    from export.unipercept import IMAGENET_MEAN, IMAGENET_STD
+    from export.unipercept.reference import IMAGENET_MEAN, IMAGENET_STD
 
     config = {
         "crop_size": 448,
@@ -198,7 +198,7 @@ def random_weights(config: dict, seed: int) -> dict:
     """Seeded random weights for `config`, under the checkpoint's original names."""
     import torch
 
-    from export.unipercept import InternVLChat
+    from export.unipercept.reference import InternVLChat
 
     torch.manual_seed(seed)
     model = InternVLChat(config)
@@ -235,7 +235,7 @@ def generate(out_dir: str | Path, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.tiny", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m export.unipercept.tiny", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="folder to write the checkpoint into (must be empty or absent)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the weights")
     parser.add_argument("--trained", action="store_true", help="also fine-tune it briefly so its ratings depend on the image")

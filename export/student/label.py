@@ -1,6 +1,6 @@
 """Label images with teachers into a resumable JSONL file: clean images and graded distorted copies.
 
-    python -m export.label --teacher nima --teacher iqa-synthetic --teacher ista \\
+    python -m export.student.label --teacher nima --teacher iqa-synthetic --teacher ista \\
         --images ../shared/corpus --out artifacts/labels/labels.jsonl --distortions-per-image 4 --seed 0
 
 Every image is first downscaled so its long side is at most --max-side (bicubic, antialiased), then
@@ -32,13 +32,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .distortions import HELDOUT_KINDS, LEVELS, TRAIN_KINDS, apply_distortion
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-DEFAULT_MAX_SIDE = 512
-
+from .images import DEFAULT_MAX_SIDE, discover_images, load_image
 
 @dataclass(frozen=True)
 class Sample:
@@ -64,25 +61,6 @@ class Sample:
     @property
     def path(self) -> Path:
         return Path(self.root) / self.source
-
-
-def discover_images(root: Path) -> list[Path]:
-    """All image files under `root` (recursive, sorted); a single file is returned as is."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def load_image(path: Path, max_side: int = DEFAULT_MAX_SIDE) -> Image.Image:
-    """Decode to RGB (EXIF orientation applied) and downscale so the long side is at most `max_side`."""
-    with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened).convert("RGB")
-    if max_side and max(image.size) > max_side:
-        scale = max_side / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.BICUBIC)
-    return image
 
 
 def choose_distortions(source: str, count: int, seed: int, kinds: tuple[str, ...]) -> list[dict]:
@@ -157,17 +135,21 @@ def render_sample(clean: Image.Image, distortion: dict | None, view: dict | None
     return image, clean
 
 
-def read_records(path: Path) -> list[dict]:
-    """All complete records of a labels file (a truncated or broken line is skipped)."""
+def read_records(paths: str | Path | Iterable[str | Path], missing_ok: bool = False) -> list[dict]:
+    """All complete records of one labels file or several, in file order; blank lines and half-written
+    records (an interrupted run) are skipped. A missing file is an error unless `missing_ok`."""
     records = []
-    if not Path(path).is_file():
-        return records
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        if missing_ok and not Path(path).is_file():
+            continue
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
     return records
 
 
@@ -204,7 +186,7 @@ def label_samples(samples: list[Sample], teachers, out: Path, max_side: int, lim
 
     out.parent.mkdir(parents=True, exist_ok=True)
     _drop_partial_last_line(out)
-    done = {r.get("key") for r in read_records(out)}
+    done = {r.get("key") for r in read_records(out, missing_ok=True)}
     todo = [s for s in samples if s.key not in done]
     counts = {"done_before": len(samples) - len(todo), "written": 0, "failed": 0}
     if limit is not None:
@@ -251,7 +233,7 @@ def label_samples(samples: list[Sample], teachers, out: Path, max_side: int, lim
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m export.label", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m export.student.label", description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", action="append", required=True, help="teacher name (repeat): nima, iqa-synthetic, ista, unipercept:<folder>")
     parser.add_argument("--images", nargs="+", required=True, type=Path, help="image folders (searched recursively) or files")
     parser.add_argument("--out", required=True, type=Path, help="labels JSONL; an existing file is resumed, never overwritten")
@@ -271,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
     except ImportError:
         torch = None
-    # Restored on return: `export.distill all` trains in the same process after labelling.
+    # Restored on return: `export.student.distill all` trains in the same process after labelling.
     threads_before = torch.get_num_threads() if torch else None
     if torch:
         torch.set_num_threads(args.threads)

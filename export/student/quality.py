@@ -1,17 +1,20 @@
 """Turn a distilled student into a package whose `iqa` agrees with people, at any photo size.
 
-    python -m export.quality all --student artifacts/distill/student.pt --work artifacts/quality \\
+    python -m export.student.quality all --student artifacts/distill/student.pt --work artifacts/quality \\
         --out models/perceptlite-base
 
 Steps, each reading and writing WORK so that any of them can be re-run or resumed:
   features   student features of native-resolution crops: the rated dev photos (../shared/human/clive-dev)
              and distortion ladders of training photos at 500-4,000 px (one .npz per photo and size)
+  teacher    (optional) a no-reference teacher (--teacher unipercept:CKPT) rates unrated photos, whose
+             crop features are cached too (export/student/quality_teacher.py)
   fit        the iqa head: mean opinion scores of the dev photos' training part, plus a ranking
-             term that keeps every ladder falling; 5-fold cross-validation picks the weight decay
-  calibrate  the iaa map onto the spread of AVA's human mean ratings (export/calibration.py)
+             term that keeps every ladder falling, plus the teacher's photos at --teacher-weight when
+             `teacher` ran; 5-fold cross-validation picks the weight decay
+  calibrate  the iaa map onto the spread of AVA's human mean ratings (export/student/calibration.py)
   export     model.onnx (pixels + crops -> scores), checked against torch; model.int8.onnx
   package    manifest + model card, then `measure` through perceptlite.Scorer, then the final card
-The dev photos whose sha256(file name) % 100 < 25 (export/splits.py) are never trained on.
+The dev photos whose sha256(file name) % 100 < 25 (export/student/splits.py) are never trained on.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import click
 import numpy as np
 from PIL import Image
 
+from .quality_teacher import DEFAULT_TEACHER_WEIGHT
 from .splits import is_heldout
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HUMAN = REPO.parent / "shared" / "human" / "clive-dev"
 WALLPAPERS = Path("/usr/share/wallpapers")
 DEV_HELDOUT_PERCENT = 25
@@ -67,7 +71,7 @@ def wallpaper_photo(name: str) -> Path:
 
 
 def smooth_noise_photos() -> list[Path]:
-    """Training photos of the corpus (split by export/splits.py) at least 375 px on the short side."""
+    """Training photos of the corpus (split by export/student/splits.py) at least 375 px on the short side."""
     photos = []
     for path in sorted((CORPUS / "imagenet-sample").glob("*.JPEG")):
         if not is_heldout(path.name):
@@ -80,7 +84,7 @@ def smooth_noise_photos() -> list[Path]:
 
 
 def _command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["python", "-m", "export.quality", *sys.argv[1:]])
+    return " ".join(shlex.quote(a) for a in ["python", "-m", "export.student.quality", *sys.argv[1:]])
 
 
 def _log(message: str) -> None:
@@ -93,7 +97,7 @@ def main() -> None:
 
 
 work_option = click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/quality"), show_default=True, help="Work folder (resumable).")
-student_option = click.option("--student", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="The distilled student: export.distill's student.pt, or a student-only ONNX export.")
+student_option = click.option("--student", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="The distilled student: export.student.distill's student.pt, or a student-only ONNX export.")
 
 
 @main.command()
@@ -119,14 +123,39 @@ def features(work: Path, student: Path) -> None:
     _log(f"smooth noise ladders: {time.time() - started:.0f} s")
 
 
+TEACHER_HELP = "A no-reference iqa teacher, named as for export.student.label: unipercept:<checkpoint folder>."
+teacher_images_option = click.option("--teacher-images", type=int, default=None, help="Label only the first N unrated photos (sorted); default all of them.")
+
+
+@main.command()
+@work_option
+@student_option
+@click.option("--teacher", "teacher_spec", required=True, help=TEACHER_HELP)
+@teacher_images_option
+@click.option("--photos", type=click.Path(exists=True, path_type=Path), multiple=True, default=(CORPUS,), show_default=True, help="Unrated photos; their training split (export/student/splits.py) is labelled.")
+@click.option("--dev/--no-dev", "with_dev", default=True, show_default=True, help="Also rate the dev photos' training part, to map the teacher's scale onto the MOS scale.")
+def teacher(work: Path, student: Path, teacher_spec: str, teacher_images: int | None, photos: tuple[Path, ...], with_dev: bool) -> None:
+    """Teacher iqa of unrated photos (WORK/teacher_labels.jsonl, resumed) and their crop features."""
+    from .quality_features import feature_session
+    from .quality_teacher import load_iqa_teacher, teacher_step
+
+    try:
+        loaded = load_iqa_teacher(teacher_spec)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    summary = teacher_step(loaded, feature_session(student, work), work, photos, teacher_images, dev_photos() if with_dev else ())
+    _log(json.dumps(summary, indent=2))
+
+
 @main.command()
 @work_option
 @click.option("--rank-weight", type=float, default=1.0, show_default=True, help="Weight of the ladder ranking term.")
-def fit(work: Path, rank_weight: float) -> None:
+@click.option("--teacher-weight", type=float, default=DEFAULT_TEACHER_WEIGHT, show_default=True, help="Weight of the teacher term relative to the human one, when `teacher` ran (0: off).")
+def fit(work: Path, rank_weight: float, teacher_weight: float) -> None:
     """Fit the iqa head (writes WORK/iqa_head.pt and WORK/fit.json)."""
     from .quality_fit import fit_iqa_head
 
-    summary = fit_iqa_head(work, rank_weight=rank_weight)
+    summary = fit_iqa_head(work, rank_weight=rank_weight, teacher_weight=teacher_weight)
     _log(json.dumps(summary, indent=2))
 
 
@@ -178,12 +207,16 @@ def package(work: Path, out: Path, version: str, name: str, measure: bool, comma
 @work_option
 @student_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Package folder to write.")
+@click.option("--teacher", "teacher_spec", default=None, help=TEACHER_HELP + " Adds the `teacher` step.")
+@teacher_images_option
 @click.pass_context
-def all_steps(ctx: click.Context, work: Path, student: Path, out: Path) -> None:
-    """features, fit, calibrate, export, package (with measure)."""
+def all_steps(ctx: click.Context, work: Path, student: Path, out: Path, teacher_spec: str | None, teacher_images: int | None) -> None:
+    """features, teacher (with --teacher), fit, calibrate, export, package (with measure)."""
     command = _command_line()
     ctx.invoke(features, work=work, student=student)
-    ctx.invoke(fit, work=work, rank_weight=1.0)
+    if teacher_spec:
+        ctx.invoke(teacher, work=work, student=student, teacher_spec=teacher_spec, teacher_images=teacher_images, photos=(CORPUS,), with_dev=True)
+    ctx.invoke(fit, work=work, rank_weight=1.0, teacher_weight=DEFAULT_TEACHER_WEIGHT)
     ctx.invoke(calibrate, work=work, student=student, corpus=(CORPUS,))
     ctx.invoke(export_cmd, work=work, student=student)
     ctx.invoke(package, work=work, out=out, version="0.3.0", name="perceptlite-base", measure=True, command=command)

@@ -1,13 +1,16 @@
 """Fit the iqa head: human opinion scores, plus a ranking term that keeps distortion ladders falling.
 
-The head is a one-hidden-layer MLP on standardised crop features (export/quality_model.IqaHead). Its loss is
+The head is a one-hidden-layer MLP on standardised crop features (export/student/quality_model.IqaHead). Its loss is
 
     mean (pred - mos)^2  +  alpha / n * |weights|^2  +  rank_weight * mean over ladder steps of relu(margin - (s_better - s_worse))^2
+        +  teacher_weight * mean over the teacher's photos of (pred - map(teacher iqa))^2
 
 where a ladder step is two adjacent levels (clean -> 1 -> ... -> 5) of one kind on one photo at one
 size. Human scores set the scale and the ranking of real photos; the ladders teach the head that
 more noise, blur, compression or resampling never scores higher, including far past what the rated
 photos show. alpha is chosen by 5-fold cross-validation on the training part of the dev photos.
+The teacher term (export/student/quality_teacher.py; off without teacher labels or at weight 0) adds
+unrated photos whose targets are a teacher's image-level iqa mapped onto the MOS scale.
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ def ladder_steps(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(blocks), np.asarray(pairs, dtype=int)
 
 
-def train_head(x: np.ndarray, y: np.ndarray, ladder: np.ndarray, pairs: np.ndarray, alpha: float, rank_weight: float, mean: np.ndarray, std: np.ndarray, seed: int = 0) -> IqaHead:
-    """Minimise the loss of the module doc with L-BFGS (full batch; the initial weights fixed by `seed`)."""
+def train_head(x: np.ndarray, y: np.ndarray, ladder: np.ndarray, pairs: np.ndarray, alpha: float, rank_weight: float, mean: np.ndarray, std: np.ndarray, seed: int = 0,
+               teacher: tuple[np.ndarray, np.ndarray, float] | None = None) -> IqaHead:
+    """Minimise the loss of the module doc with L-BFGS (full batch; the initial weights fixed by `seed`);
+    `teacher` is (pooled features, targets on the MOS scale, weight) of the teacher term, or None."""
     torch.manual_seed(seed)
     head = IqaHead(x.shape[1])
     with torch.no_grad():
@@ -60,6 +65,8 @@ def train_head(x: np.ndarray, y: np.ndarray, ladder: np.ndarray, pairs: np.ndarr
     xs, ys = torch.from_numpy(x).float(), torch.from_numpy(y).float()
     ls = torch.from_numpy(ladder).float() if len(pairs) else None
     better, worse = (torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])) if len(pairs) else (None, None)
+    use_teacher = teacher is not None and teacher[2] > 0 and len(teacher[1]) > 0
+    xt, yt = (torch.from_numpy(teacher[0]).float(), torch.from_numpy(teacher[1]).float()) if use_teacher else (None, None)
     weights = [p for name, p in head.net.named_parameters() if name.endswith("weight")]
     optimiser = torch.optim.LBFGS(head.net.parameters(), lr=1.0, max_iter=300, history_size=20, line_search_fn="strong_wolfe")
 
@@ -69,6 +76,8 @@ def train_head(x: np.ndarray, y: np.ndarray, ladder: np.ndarray, pairs: np.ndarr
         if ls is not None and rank_weight > 0:
             scores = head(ls)
             loss = loss + rank_weight * (torch.relu(MARGIN - (scores[better] - scores[worse])) ** 2).mean()
+        if use_teacher:
+            loss = loss + teacher[2] * ((head(xt) - yt) ** 2).mean()
         loss.backward()
         return loss
 
@@ -98,14 +107,14 @@ def ladder_order(head: IqaHead, ladder: np.ndarray, pairs: np.ndarray) -> float:
     return float(np.mean(scores[pairs[:, 0]] >= scores[pairs[:, 1]]))
 
 
-def cross_validate(x, y, ladder, pairs, alpha, rank_weight) -> np.ndarray:
-    """Out-of-fold predictions (folds by position, fixed)."""
+def cross_validate(x, y, ladder, pairs, alpha, rank_weight, teacher=None) -> np.ndarray:
+    """Out-of-fold predictions (folds by position, fixed); the teacher term, if any, joins every fold's training."""
     folds = np.arange(len(y)) % FOLDS
     out = np.zeros(len(y))
     for fold in range(FOLDS):
         train = folds != fold
         mean, std = _standardisation(x[train])
-        out[~train] = predict(train_head(x[train], y[train], ladder, pairs, alpha, rank_weight, mean, std), x[~train])
+        out[~train] = predict(train_head(x[train], y[train], ladder, pairs, alpha, rank_weight, mean, std, teacher=teacher), x[~train])
     return out
 
 
@@ -113,20 +122,26 @@ def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), x.std(axis=0) + 1e-6
 
 
-def fit_iqa_head(work: Path, rank_weight: float = 1.0) -> dict:
-    """Choose alpha by cross-validation, fit on the whole training part, save WORK/iqa_head.pt + fit.json."""
+def fit_iqa_head(work: Path, rank_weight: float = 1.0, teacher_weight: float | None = None) -> dict:
+    """Choose alpha by cross-validation, fit on the whole training part, save WORK/iqa_head.pt + fit.json.
+    With teacher labels in WORK (export/student/quality_teacher.py), their term joins at `teacher_weight`."""
+    from .quality_teacher import DEFAULT_TEACHER_WEIGHT, teacher_term
+
+    teacher_weight = DEFAULT_TEACHER_WEIGHT if teacher_weight is None else teacher_weight
     dev = np.load(work / "dev_features.npz")
     x, y, held = pooled(dev["features"]).astype(np.float64), dev["mos"].astype(np.float64), dev["heldout"].astype(bool)
     ladder, pairs = ladder_steps(work / "ladders")
     ladder = ladder.astype(np.float64)
     x_train, y_train = x[~held], y[~held]
+    found = teacher_term(work, dev["names"], dev["mos"], held)
+    teacher = (pooled(found[0]).astype(np.float64), found[1], teacher_weight) if found and teacher_weight > 0 and len(found[1]) else None
     cv = {}
     for alpha in ALPHAS:
-        cv[alpha] = agreement(cross_validate(x_train, y_train, ladder, pairs, alpha, rank_weight), y_train)
+        cv[alpha] = agreement(cross_validate(x_train, y_train, ladder, pairs, alpha, rank_weight, teacher), y_train)
     best = max(ALPHAS, key=lambda a: cv[a]["srcc"])
-    without_ranking = agreement(cross_validate(x_train, y_train, ladder, pairs, best, 0.0), y_train)
+    without_ranking = agreement(cross_validate(x_train, y_train, ladder, pairs, best, 0.0, teacher), y_train)
     mean, std = _standardisation(x_train)
-    head = train_head(x_train, y_train, ladder, pairs, best, rank_weight, mean, std)
+    head = train_head(x_train, y_train, ladder, pairs, best, rank_weight, mean, std, teacher=teacher)
     torch.save(head.state_dict(), work / "iqa_head.pt")
     summary = {
         "alpha": best,
@@ -140,7 +155,12 @@ def fit_iqa_head(work: Path, rank_weight: float = 1.0) -> dict:
         "cv_by_alpha": {str(a): cv[a] for a in ALPHAS},
         "heldout_features": agreement(predict(head, x[held]), y[held]),
         "training_ladder_steps_in_order": round(ladder_order(head, ladder, pairs), 4),
+        "teacher": None,
     }
+    if found:
+        summary["teacher"] = {**found[2], "weight": teacher_weight, "term": "teacher_weight * mean (pred - mapped teacher iqa)^2" if teacher else "off"}
+        if teacher:
+            summary["teacher"]["cv_5fold_without_teacher"] = agreement(cross_validate(x_train, y_train, ladder, pairs, best, rank_weight), y_train)
     (work / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

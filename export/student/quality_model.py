@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .calibration import PiecewiseLinear
-from .student import BN_EPS, STAGES, TAP_BLOCKS, Student, build_student, pooled_stats
+from .network import BN_EPS, STAGES, TAP_BLOCKS, Student, build_student, pooled_stats
 
 # The iqa head reads the mean and standard deviation of every block's output (16 blocks, 3,424 numbers),
 # not only the student's five taps nor the 1280-d head features. Measured on the dev photos (5-fold,
@@ -91,11 +91,11 @@ def student_and_block_features(student: Student, pixels: torch.Tensor) -> tuple[
 
 
 def load_student_weights(path: str | Path) -> Student:
-    """The distilled student from `export.distill`'s student.pt, or from an exported student ONNX file."""
+    """The distilled student from `export.student.distill`'s student.pt, or from an exported student ONNX file."""
     path = Path(path)
     if path.suffix == ".onnx":
         return student_from_onnx(path)
-    from .train_student import load_student
+    from .train import load_student
 
     return load_student(path)
 
@@ -183,7 +183,7 @@ def input_spec():
     """The package's input contract, as the runtime reads it (perceptlite.manifest.InputSpec)."""
     from perceptlite.manifest import CropSpec, InputSpec
 
-    from .train_student import INPUT_MEAN, INPUT_STD
+    from .train import INPUT_MEAN, INPUT_STD
 
     crops = CropSpec(size=CROP_SIZE, grid=CROP_GRID, cells=CROP_CELLS)
     return InputSpec(size=(CROP_SIZE, CROP_SIZE), resize="stretch", interpolation="bicubic", mean=INPUT_MEAN, std=INPUT_STD, crops=crops)

@@ -1,6 +1,6 @@
 """The distillation factory: label -> train -> export -> quantize -> measure -> package.
 
-    python -m export.distill all --corpus ../shared/corpus --work artifacts/distill --out models/perceptlite-base
+    python -m export.student.distill all --corpus ../shared/corpus --work artifacts/distill --out models/perceptlite-base
 
 Every step reads and writes a work folder (labels.jsonl, feature cache, student.pt, model.onnx,
 model.int8.onnx, acceptance.json), so steps can be run, re-run or resumed one at a time.
@@ -25,21 +25,21 @@ work_option = click.option(
 
 
 def _command_line() -> str:
-    return "python -m export.distill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return "python -m export.student.distill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def _labels(work: Path, labels: tuple[Path, ...]) -> list[Path]:
     files = list(labels) or [work / "labels.jsonl"]
     for path in files:
         if not path.is_file():
-            raise click.ClickException(f"{path}: no label file; run `python -m export.distill label` first or pass --labels")
+            raise click.ClickException(f"{path}: no label file; run `python -m export.student.distill label` first or pass --labels")
     return files
 
 
 def _train_summary(work: Path) -> dict:
     path = work / "student.json"
     if not path.is_file():
-        raise click.ClickException(f"{path}: no trained student; run `python -m export.distill train` first")
+        raise click.ClickException(f"{path}: no trained student; run `python -m export.student.distill train` first")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -51,7 +51,7 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def label(ctx: click.Context) -> None:
-    """Label images with teachers (all arguments go to `python -m export.label`)."""
+    """Label images with teachers (all arguments go to `python -m export.student.label`)."""
     _run_label(list(ctx.args))
 
 
@@ -66,16 +66,16 @@ def _run_label(args: list[str]) -> None:
 @main.command()
 @work_option
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True, help="Label JSONL file(s); default WORK/labels.jsonl.")
-@click.option("--size", type=int, default=None, help="Input resolution (square); default from export.train_student.")
+@click.option("--size", type=int, default=None, help="Input resolution (square); default from export.student.train.")
 @click.option("--epochs", type=int, default=60, show_default=True, help="Training epochs over the cached features.")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimiser steps (smoke tests).")
 @click.option("--limit", type=int, default=None, help="Use only the first N training records (smoke tests).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
-@click.option("--finetune-from", type=int, default=None, help="First backbone block fine-tuned with the heads (0-16; 16 keeps the backbone frozen); default from export.train_student.")
-@click.option("--finetune-epochs", type=int, default=None, help="Epochs of fine-tuning blocks from --finetune-from with the heads (0 trains the heads only); default from export.train_student (2).")
+@click.option("--finetune-from", type=int, default=None, help="First backbone block fine-tuned with the heads (0-16; 16 keeps the backbone frozen); default from export.student.train.")
+@click.option("--finetune-epochs", type=int, default=None, help="Epochs of fine-tuning blocks from --finetune-from with the heads (0 trains the heads only); default from export.student.train (2).")
 def train(work: Path, labels: tuple[Path, ...], size: int | None, epochs: int, max_steps: int | None, limit: int | None, seed: int, finetune_from: int | None, finetune_epochs: int | None) -> None:
     """Train the student's heads, then fine-tune its late blocks with them (held-out images excluded)."""
-    from .train_student import DEFAULT_FINETUNE_EPOCHS, DEFAULT_FINETUNE_FROM, DEFAULT_SIZE, train as run_train
+    from .train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_FINETUNE_FROM, DEFAULT_SIZE, train as run_train
 
     summary = run_train(
         _labels(work, labels), work / "student.pt", size=size or DEFAULT_SIZE, epochs=epochs, seed=seed,
@@ -91,7 +91,8 @@ def train(work: Path, labels: tuple[Path, ...], size: int | None, epochs: int, m
 def export_cmd(work: Path) -> None:
     """Export WORK/student.pt to WORK/model.onnx and check it against torch."""
     from .onnx_export import MAX_ABS_DIFF, export_onnx, max_abs_difference
-    from .train_student import load_student, preprocess, read_records, record_image
+    from .label import read_records
+    from .train import load_student, preprocess, record_image
 
     summary = _train_summary(work)
     size = summary["size"]
@@ -111,9 +112,10 @@ def export_cmd(work: Path) -> None:
 @click.option("--calibration-images", type=int, default=64, show_default=True, help="Training images used to calibrate activation ranges.")
 def quantize(work: Path, calibration_images: int) -> None:
     """Write WORK/model.int8.onnx: static QDQ int8, calibrated on training images."""
+    from .label import read_records
     from .quantize import quantize_int8
     from .splits import is_heldout
-    from .train_student import preprocess, read_records, record_image
+    from .train import preprocess, record_image
 
     summary = _train_summary(work)
     records = [r for r in read_records(summary["label_files"]) if not is_heldout(r["source"])]
@@ -157,7 +159,7 @@ def _read(path: Path) -> dict:
 @click.option("--command", "command", default=None, help="The command line to record as provenance (default: this one).")
 def package(work: Path, out: Path, teachers: tuple[str, ...], name: str, version: str, command: str | None) -> None:
     """Write the model package (ONNX files, manifest with hashes and fidelity, MODEL_CARD.md)."""
-    from .package_student import write_student_package
+    from .package import write_student_package
 
     path = write_student_package(
         work, out, _read(work / "acceptance.json"), _train_summary(work), _read(work / "export.json"),

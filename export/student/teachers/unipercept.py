@@ -17,7 +17,7 @@ class UniPerceptTeacher:
     def __init__(self, checkpoint_dir: str | Path, device: str | None = None):
         import torch
 
-        from export.unipercept import ReferenceScorer
+        from export.unipercept.reference import ReferenceScorer
 
         checkpoint_dir = Path(checkpoint_dir)
         if not (checkpoint_dir / "config.json").is_file():

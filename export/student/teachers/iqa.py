@@ -37,6 +37,7 @@ class SyntheticIqaTeacher:
 
     name = "iqa-synthetic"
     axes = ("iqa",)
+    full_reference = True  # rates a distorted copy against its clean image; a photo alone gets 100
 
     def label(self, image: Image.Image, reference: Image.Image | None = None) -> dict[str, float]:
         """iqa 0-100 of `image` against its clean `reference` (100 when there is none)."""
@@ -56,9 +57,9 @@ class SyntheticIqaTeacher:
         return {
             "name": self.name,
             "axes": list(self.axes),
-            "what": "full-reference pseudo-MOS of synthetically distorted images (see export/distortions.py)",
+            "what": "full-reference pseudo-MOS of synthetically distorted images (see export/student/distortions.py)",
             "measures": ["MS-SSIM (Wang et al. 2003)", "GMSD (Xue et al. 2014)", "HaarPSI colour (Reisenhofer et al. 2018)"],
-            "implementation": "export/fr_metrics.py (numpy/scipy, no weights)",
+            "implementation": "export/student/fr_metrics.py (numpy/scipy, no weights)",
             "weights": "none",
             "licence": "Apache-2.0 (this repository's own code)",
             "mapping": "100 * (0.5*HaarPSI + 0.25*clip((MS-SSIM-0.4)/0.6,0,1) + 0.25*clip(1-GMSD/0.3,0,1)); clean image = 100",

@@ -1,7 +1,7 @@
 """The acceptance numbers of issue 3, measured on images held out from training.
 
 Everything here scores through ONNX Runtime (the exported files the package ships), so the numbers
-describe what users get. ``bench/student_acceptance.py`` prints them; ``export.distill package``
+describe what users get. ``bench/student_acceptance.py`` prints them; ``export.student.distill package``
 writes them into the manifest's ``fidelity`` and the model card.
 """
 
@@ -17,10 +17,11 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy.stats import spearmanr
 
+from .label import read_records
+from .network import AXES
 from .onnx_export import onnx_session, run_onnx
 from .splits import is_heldout
-from .student import AXES
-from .train_student import preprocess, read_records, record_image
+from .train import preprocess, record_image
 
 TARGETS = {
     "iaa_srcc": 0.90,
@@ -183,7 +184,7 @@ def measure(
             "heldout_records": len(records),
             "heldout_sources": len({r["source"] for r in records}),
             "ladder_references": len(sources),
-            "split": "sha256(file name) % 100 < 15 (export/splits.py)",
+            "split": "sha256(file name) % 100 < 15 (export/student/splits.py)",
         },
         "iaa_srcc": agreement["iaa"]["srcc"],
         "iqa_srcc": agreement["iqa"]["srcc"],

@@ -10,7 +10,7 @@ from pathlib import Path
 from perceptlite.manifest import write_package
 
 from .quality_model import CROP_CELLS, CROP_GRID, CROP_LAYOUT, CROP_SIZE, IQA_HIDDEN
-from .train_student import INPUT_MEAN, INPUT_STD
+from .train import INPUT_MEAN, INPUT_STD
 
 NAME = "perceptlite-base"
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
@@ -51,7 +51,7 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
             "iqa": {
                 "what": f"MLP head ({IQA_HIDDEN} hidden units) on the mean and standard deviation of every backbone block's output, averaged over {len(CROP_CELLS)} native-resolution {CROP_SIZE}-px crops ({CROP_LAYOUT} of a 3 x 3 grid)",
                 "trained_on": "mean opinion scores of the training part (75 %) of ../shared/human/clive-dev (LIVE In the Wild, 600 phone photos), plus ranking of distortion ladders (noise, JPEG, resampling, Gaussian and motion blur) of 80 of those photos at 500 px and 12 Debian wallpapers at 1,000-4,000 px, and noise ladders of 24 corpus training photos enlarged to 2,000 and 4,000 px",
-                "held_out": "dev photos with sha256(file name) % 100 < 25 (export/splits.py): never trained on; 6 wallpaper photos never trained on",
+                "held_out": "dev photos with sha256(file name) % 100 < 25 (export/student/splits.py): never trained on; 6 wallpaper photos never trained on",
                 "fit": _read(work / "fit.json"),
             },
             "iaa": {
@@ -76,7 +76,7 @@ def write_quality_package(work: Path, out: Path, version: str, command: str, fid
     for filename in VARIANT_FILES.values():
         source = work / filename
         if not source.is_file():
-            raise SystemExit(f"{source}: missing; run `python -m export.quality export` first")
+            raise SystemExit(f"{source}: missing; run `python -m export.student.quality export` first")
         if not (out / filename).is_file() or (out / filename).read_bytes() != source.read_bytes():
             shutil.copyfile(source, out / filename)
     manifest = build_manifest(work, version, command, fidelity, name)
