@@ -1,10 +1,13 @@
 """The backend interface every model runtime implements, and the factory that picks one.
 
-A backend turns decoded RGB images into scores in two steps, so that the expensive per-image work
-runs in the decode thread pool and inference is batched:
+A backend owns its input contract, so the pipeline only moves work:
 
-- ``prepare(image)``: PIL RGB image -> whatever ``infer`` consumes (e.g. a normalised CHW array).
-  Called from several worker threads at once; must be thread-safe and must not touch the model.
+- ``draft_size``: how to decode for it: the smallest side a JPEG may be draft-decoded to (DCT
+  scaling) without changing what the model sees; None for a full-resolution decode.
+- ``prepare(image, region)``: a decoded RGB image (and `region`, the part of a draft-decoded image
+  that holds the picture, or None for all of it) -> whatever ``infer`` consumes, possibly several
+  views of the image (the ONNX backend: the whole image and its native-resolution crops). Called
+  from several worker threads at once; must be thread-safe and must not touch the model.
 - ``infer(batch)``: a list of prepared inputs -> one ``{axis: score 0-100}`` dict per input, in order.
 """
 
@@ -15,13 +18,15 @@ from typing import Any, Protocol, Sequence
 from PIL import Image
 
 from .manifest import ModelPackage, ModelPackageError
+from .preprocess import Region
 
 
 class Backend(Protocol):
     package: ModelPackage
     batch_size: int  # a good default batch size for this backend
+    draft_size: int | None
 
-    def prepare(self, image: Image.Image) -> Any: ...
+    def prepare(self, image: Image.Image, region: Region | None = None) -> Any: ...
 
     def infer(self, batch: Sequence[Any]) -> list[dict[str, float]]: ...
 

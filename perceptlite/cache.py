@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass
 
 from .errors import PerceptliteError
+from .errors import one_line as _one_line
 from .manifest import ModelPackage
-from .pipeline import ScoreResult
+from .records import AXES, NUMERIC_FIELDS, ScoreResult
 
 # "PLSC" (perceptlite score cache) in SQLite's header, so a foreign database is recognised.
 APPLICATION_ID = 0x504C5343
@@ -38,14 +39,15 @@ COMMIT_EVERY = 64  # results per transaction
 COMMIT_SECONDS = 1.0  # ...or at most this long between commits while results arrive
 BUSY_TIMEOUT_S = 60.0
 
-_SCHEMA = """
+_RESULT_COLUMNS = ", ".join(NUMERIC_FIELDS)  # iaa, iqa, ista, width, height
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS scores (
     model_key TEXT NOT NULL,
     path TEXT NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     content_hash TEXT,
-    iaa REAL, iqa REAL, ista REAL,
+    {", ".join(f"{axis} REAL" for axis in AXES)},
     width INTEGER, height INTEGER,
     scored_at REAL NOT NULL,
     PRIMARY KEY (model_key, path)
@@ -138,8 +140,7 @@ class ScoreCache:
             return None
         with self._lock:
             self.hits += 1
-        iaa, iqa, ista, width, height = row
-        return ScoreResult(os.fspath(path), iaa, iqa, ista, width, height)
+        return ScoreResult(path=os.fspath(path), **dict(zip(NUMERIC_FIELDS, row)))
 
     def store(self, result: ScoreResult) -> None:
         """Remember a fresh successful result (errors are not cached)."""
@@ -154,7 +155,7 @@ class ScoreCache:
             self._first_pending_at = time.monotonic()
         self._pending.append(
             (self.model_key, identity.path, identity.size, identity.mtime_ns, identity.content_hash,
-             result.iaa, result.iqa, result.ista, result.width, result.height, time.time())
+             *(getattr(result, name) for name in NUMERIC_FIELDS), time.time())
         )
         if len(self._pending) >= COMMIT_EVERY or time.monotonic() - self._first_pending_at >= COMMIT_SECONDS:
             self.commit()
@@ -257,7 +258,7 @@ class ScoreCache:
                 time.sleep(0.05)
 
     def _find(self, db: sqlite3.Connection, identity: FileIdentity) -> tuple | None:
-        columns = "iaa, iqa, ista, width, height"
+        columns = _RESULT_COLUMNS
         if identity.content_hash is not None:
             return db.execute(
                 f"SELECT {columns} FROM scores WHERE model_key = ? AND content_hash = ? AND size = ? LIMIT 1",
@@ -273,8 +274,8 @@ class ScoreCache:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT OR REPLACE INTO scores (model_key, path, size, mtime_ns, content_hash, "
-                "iaa, iqa, ista, width, height, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO scores (model_key, path, size, mtime_ns, content_hash, {_RESULT_COLUMNS}, scored_at) "
+                f"VALUES ({', '.join('?' * (6 + len(NUMERIC_FIELDS)))})",
                 rows,
             )
             db.execute("COMMIT")
@@ -295,7 +296,3 @@ class ScoreCache:
             raise CacheError(f"{self.path}: cannot use the score cache ({_one_line(exc)})") from None
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"{self.path}: corrupt or not a perceptlite score cache ({_one_line(exc)}); move it aside or delete it to start a new one") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200]

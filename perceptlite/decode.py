@@ -7,9 +7,12 @@ raises :class:`DecodeError` whose message is a one-line reason for the score rec
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
+import io
 import os
+import re
 import stat
 import threading
 import warnings
@@ -18,10 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import one_line as _one_line
 from .memory import DECODE_MEMORY, decode_cost, gigabytes
 
 # Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS), about 179 megapixels. Above it a file is
-# treated as a decompression bomb and not decoded; --max-pixels changes it.
+# treated as a decompression bomb and not decoded; `max_pixels` (--max-pixels, ScoreOptions)
+# changes it, in either direction, without the caller touching Pillow's global.
 DEFAULT_MAX_PIXELS = 178_956_970
 
 # Transparent pixels are composited on white, as image viewers and print previews show them.
@@ -123,9 +128,56 @@ def decode_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, d
 _UNIDENTIFIED = "not an image, or a format Pillow cannot read"
 
 
+def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> DecodedImage:
+    """Decode an encoded image held in memory (the bytes of a file) exactly as decode_file decodes the file."""
+    if len(data) == 0:
+        raise DecodeError("empty file (0 bytes)")
+    return decode_file(io.BytesIO(bytes(data)), max_pixels, draft_size)
+
+
+# Pillow's global guard is lifted only around the opens that need a limit above it, one at a time.
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def _above_pillow_limit(max_pixels: int) -> bool:
+    """Whether `max_pixels` allows images that Pillow's own guard (PIL.Image.MAX_IMAGE_PIXELS) refuses."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and (not max_pixels or max_pixels > 2 * limit)
+
+
+@contextlib.contextmanager
+def _pillow_limit_lifted():
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open(handle, max_pixels: int) -> Image.Image:
+    """Image.open, with Pillow's decompression-bomb guard lifted when `max_pixels` is above it
+    (perceptlite checks `max_pixels` itself, from the header)."""
+    try:
+        return Image.open(handle)
+    except Image.DecompressionBombError as exc:
+        if not _above_pillow_limit(max_pixels):
+            raise DecodeError(_bomb_reason(exc, max_pixels)) from None
+    handle.seek(0)
+    with _pillow_limit_lifted():
+        return Image.open(handle)
+
+
+def _bomb_reason(exc: Exception, max_pixels: int) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"image has {int(found.group(1)) / 1e6:.0f} megapixels, above" if found else "image is above"
+    return f"{size} the {max_pixels / 1e6:.0f} MP limit (possible decompression bomb; raise --max-pixels to allow it)"
+
+
 def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
     try:
-        with _open_image_file(path) as handle, Image.open(handle) as image:
+        with _open_image_file(path) as handle, _open(handle, max_pixels) as image:
             width, height = image.size
             _check_pixels(width, height, max_pixels)
             # Pillow reads a PNG's EXIF by decoding the whole image (eXIf may follow the pixels), so
@@ -144,9 +196,8 @@ def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
                     image.close()  # frees the full-size decode before the reservation ends
     except DecodeError:
         raise
-    except Image.DecompressionBombError as exc:
-        # Only in library use: Pillow's own global limit (PIL.Image.MAX_IMAGE_PIXELS) fired first.
-        raise DecodeError(f"possible decompression bomb ({_one_line(exc)}); raise PIL.Image.MAX_IMAGE_PIXELS to allow it") from None
+    except Image.DecompressionBombError as exc:  # Pillow's guard fired while loading (a few formats check there)
+        raise DecodeError(_bomb_reason(exc, max_pixels)) from None
     except FileNotFoundError:
         kind = "broken symbolic link" if os.path.islink(path) else "file not found"
         raise DecodeError(kind) from None
@@ -393,8 +444,3 @@ def _unidentified_reason(path: str | os.PathLike) -> str:
     except (OSError, TypeError):  # TypeError: a file object rather than a path
         pass
     return _UNIDENTIFIED
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:200]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["PerceptliteError", "ModelNotFoundError", "DeviceError", "ModelPackageError"]
+__all__ = ["DEVICES", "PerceptliteError", "ModelNotFoundError", "DeviceError", "ModelPackageError"]
+
+DEVICES = ("auto", "cpu", "cuda")  # where a model runs: --device, ScoreOptions.device, every backend
 
 
 class PerceptliteError(Exception):
@@ -20,3 +22,9 @@ class ModelNotFoundError(PerceptliteError):
 class DeviceError(PerceptliteError):
     """The asked ``--device`` has no execution provider in this ONNX Runtime."""
 
+
+
+def one_line(error: BaseException | str, limit: int = 200) -> str:
+    """An exception's message (or a text) on one line, at most `limit` characters."""
+    text = " ".join(str(error).split()) or (type(error).__name__ if isinstance(error, BaseException) else "")
+    return text[:limit]

@@ -16,8 +16,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import DeviceError
-from .manifest import ModelPackage, ModelPackageError
+from .errors import DEVICES, DeviceError
+from .manifest import GgufSpec, ModelPackage, ModelPackageError
+from .preprocess import Region, draft_size
 from .unipercept_prompts import VQA_TEMPLATE as VQA_INSTRUCTION  # UniPercept's multiple-choice instruction
 
 INSTALL_HINT = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "perceptlite[gguf]"'
@@ -74,25 +75,12 @@ def gpu_offload_available() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
-def _gguf_spec(package: ModelPackage) -> dict[str, Any]:
-    spec = package.raw.get("gguf")
-    where = package.path
-    if not isinstance(spec, dict):
-        raise ModelPackageError(f"{where}: a gguf package needs a 'gguf' section in its manifest")
-    for key in ("mmproj", "system_message", "rating_prompts", "score_token_ids"):
-        if key not in spec:
-            raise ModelPackageError(f"{where}: manifest field 'gguf.{key}' is missing")
-    ids = spec["score_token_ids"]
-    if not (isinstance(ids, list) and len(ids) == 101 and all(isinstance(i, int) for i in ids)):
-        raise ModelPackageError(f"{where}: 'gguf.score_token_ids' must be 101 token ids")
-    missing = [axis for axis in package.axes if axis not in spec["rating_prompts"]]
-    if missing:
-        raise ModelPackageError(f"{where}: 'gguf.rating_prompts' has no question for {', '.join(missing)}")
-    return spec
-
-
 class GgufBackend:
-    """Score images with a gguf model package through llama.cpp (one image at a time)."""
+    """Score images with a gguf model package through llama.cpp (one image at a time).
+
+    Its input contract: JPEGs may be draft-decoded as the manifest's ``input`` allows
+    (``draft_size``); ``prepare(image, region)`` resizes the picture to the projector's square.
+    """
 
     batch_size = 1
 
@@ -105,28 +93,31 @@ class GgufBackend:
         verbose: bool = False,
     ) -> None:
         self.package = package
-        self._spec = _gguf_spec(package)
+        if package.gguf is None:
+            raise ModelPackageError(f"{package.path}: a gguf package needs a 'gguf' section in its manifest")
+        self._spec: GgufSpec = package.gguf
+        self.draft_size = draft_size(package.input)
         self._llama_cpp, self._mtmd = import_llama_cpp()
         assert _logs is not None
         _logs.verbose = verbose
-        self.image_size = int(self._spec.get("image_size", 448))
-        self.score_token_ids = np.asarray(self._spec["score_token_ids"], dtype=np.int64)
+        self.image_size = self._spec.image_size
+        self.score_token_ids = np.asarray(self._spec.score_token_ids, dtype=np.int64)
         self.offload = self._choose_offload(device)
         self.model_path = package.variant_file(variant)
-        self.mmproj_path = package.file(self._spec["mmproj"])
+        self.mmproj_path = package.open_file(self._spec.mmproj)
         self._llama = self._load_text_model(threads, verbose)
         self._mtmd_ctx = self._load_projector(verbose)
         self._check_score_tokens()
         self._marker = self._mtmd.mtmd_default_marker().decode("utf-8")
         self._rating_suffixes = {
-            axis: self._tokenize(self._question_tail(self._spec["rating_prompts"][axis]))
+            axis: self._tokenize(self._question_tail(self._spec.rating_prompts[axis]))
             for axis in package.axes
         }
 
     # -- loading ---------------------------------------------------------------------------------
 
     def _choose_offload(self, device: str) -> bool:
-        if device not in ("auto", "cpu", "cuda"):
+        if device not in DEVICES:
             raise DeviceError(f"unknown device {device!r} for a gguf model (use auto, cpu or cuda)")
         if device == "cpu":
             return False
@@ -208,8 +199,11 @@ class GgufBackend:
 
     # -- backend interface -----------------------------------------------------------------------
 
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        """Resize to image_size x image_size, bicubic, aspect ignored (so mtmd does not tile)."""
+    def prepare(self, image: Image.Image, region: Region | None = None) -> np.ndarray:
+        """Resize the image (its `region`, to the closest whole pixels) to image_size x image_size, bicubic,
+        aspect ignored (so mtmd does not tile)."""
+        if region is not None:
+            image = image.crop((round(region[0]), round(region[1]), round(region[2]), round(region[3])))
         size = (self.image_size, self.image_size)
         resized = image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
         return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8))
@@ -247,7 +241,7 @@ class GgufBackend:
 
     def _question_tail(self, question: str) -> str:
         """What follows the image in the chat prompt: the question and the assistant header."""
-        full = CHAT_TEMPLATE.format(system=self._spec["system_message"], user=self._marker + question)
+        full = CHAT_TEMPLATE.format(system=self._spec.system_message, user=self._marker + question)
         return full.split(self._marker, 1)[1]
 
     def _tokenize(self, text: str) -> list[int]:
@@ -255,7 +249,7 @@ class GgufBackend:
 
     def _eval_image_prefix(self, pixels: np.ndarray) -> int:
         """Evaluate system message + image (+ the image end tag); returns the prefix length."""
-        head = CHAT_TEMPLATE.format(system=self._spec["system_message"], user=self._marker)
+        head = CHAT_TEMPLATE.format(system=self._spec.system_message, user=self._marker)
         head = head.split(self._marker, 1)[0] + self._marker
         with self._image_chunks(pixels, head) as chunks:
             self._llama.n_tokens = 0

@@ -1,8 +1,12 @@
 """Model packages: a folder with ``perceptlite.json``, weight files and ``MODEL_CARD.md``.
 
 The manifest is the contract between the factory (``export/``) and the runtime. See
-``docs/model-package.md`` for every field. Loading verifies the schema and the sha256 of every
-listed file; any problem raises :class:`ModelPackageError` with a one-line message naming the
+``docs/model-package.md`` for every field. :func:`load_package` parses and validates the whole
+manifest here, in one place (the ``input``, ``outputs`` and ``variants`` sections and, for a gguf
+package, its ``gguf`` section with the UniPercept prompts), and checks that every listed file is
+there with its listed size. A file's sha256 is checked when a backend opens it
+(:meth:`ModelPackage.open_file`), so loading hashes only the files it uses; :meth:`ModelPackage.verify`
+hashes them all. Any problem raises :class:`ModelPackageError` with a one-line message naming the
 package and what is wrong. Nothing is unpickled: weights are ONNX or GGUF files.
 """
 
@@ -13,20 +17,21 @@ import json
 import math
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelPackageError
+from .errors import ModelPackageError, one_line
+from .records import AXES
 
 MANIFEST_NAME = "perceptlite.json"
 MODEL_CARD_NAME = "MODEL_CARD.md"
 FORMAT_VERSION = 1
-AXES = ("iaa", "iqa", "ista")
 BACKENDS = ("onnx", "gguf")
 RESIZE_MODES = ("stretch", "center-crop")
 INTERPOLATIONS = ("bicubic", "bilinear", "lanczos", "nearest")
-
+SCORE_TOKENS = 101  # UniPercept's score tokens aa..ey stand for the scores 0..100
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,17 @@ class AxisOutput:
     offset: float = 0.0
 
 
+@dataclass(frozen=True)
+class GgufSpec:
+    """The ``gguf`` section of a gguf package: UniPercept's projector file, chat prompts and score tokens."""
+
+    mmproj: str  # the listed mmproj file
+    system_message: str
+    rating_prompts: dict[str, str]  # axis -> UniPercept's rating question
+    score_token_ids: tuple[int, ...]  # the 101 token ids of aa..ey (scores 0..100)
+    image_size: int = 448
+
+
 @dataclass
 class ModelPackage:
     path: Path
@@ -83,6 +99,12 @@ class ModelPackage:
     input: InputSpec
     outputs: dict[str, AxisOutput]
     raw: dict[str, Any] = field(repr=False)
+    variants: dict[str, str] = field(default_factory=dict)  # selectable weight files, e.g. {"fp32": "model.onnx"}
+    default_variant: str | None = None
+    gguf: GgufSpec | None = None
+    verify_hashes: bool = True  # open_file checks each file's sha256 (once)
+    _verified: set[str] = field(default_factory=set, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -97,29 +119,37 @@ class ModelPackage:
         return digest.hexdigest()[:16]
 
     def file(self, name: str) -> Path:
+        """The path of a listed file (not hash-checked; see open_file)."""
         if name not in self.files:
             raise ModelPackageError(f"{self.path}: manifest lists no file {name!r}")
         return self.path / name
 
-    @property
-    def variants(self) -> dict[str, str]:
-        """Selectable weight files, e.g. {"fp32": "model.onnx", "int8": "model.int8.onnx"}."""
-        return dict(self.raw.get("variants", {}))
+    def open_file(self, name: str) -> Path:
+        """The path of a listed file that a backend is about to open, its sha256 checked (once per package)."""
+        path = self.file(name)
+        with self._lock:
+            if self.verify_hashes and name not in self._verified:
+                _require(sha256_file(path) == self.files[name]["sha256"], self.path, f"{name} fails its sha256 check (corrupt or replaced)")
+                self._verified.add(name)
+        return path
 
-    @property
-    def default_variant(self) -> str | None:
-        return self.raw.get("default_variant")
+    def verify(self) -> None:
+        """Check the sha256 of every listed file (``perceptlite models show``, write_package)."""
+        for name in self.files:
+            self.open_file(name)
+
+    def variant_name(self, variant: str | None = None) -> str:
+        """The weight variant a run uses: `variant`, else the package's default, else its first."""
+        if not self.variants:
+            raise ModelPackageError(f"{self.path}: manifest has no 'variants'")
+        chosen = variant or self.default_variant or next(iter(self.variants))
+        if chosen not in self.variants:
+            raise ModelPackageError(f"{self.path}: no variant {chosen!r}; available: {', '.join(self.variants)}")
+        return chosen
 
     def variant_file(self, variant: str | None = None) -> Path:
-        variants = self.variants
-        if not variants:
-            raise ModelPackageError(f"{self.path}: manifest has no 'variants'")
-        chosen = variant or self.default_variant or next(iter(variants))
-        if chosen not in variants:
-            raise ModelPackageError(
-                f"{self.path}: no variant {chosen!r}; available: {', '.join(variants)}"
-            )
-        return self.file(variants[chosen])
+        """The weight file of a variant, hash-checked (it is about to be opened)."""
+        return self.open_file(self.variants[self.variant_name(variant)])
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -210,6 +240,23 @@ def _parse_outputs(raw: dict[str, Any], where: Path) -> dict[str, AxisOutput]:
     return outputs
 
 
+def _parse_gguf(raw: Any, files: dict[str, Any], axes: tuple[str, ...], where: Path) -> GgufSpec:
+    _require(isinstance(raw, dict), where, "a gguf package needs a 'gguf' section in its manifest")
+    for key in ("mmproj", "system_message", "rating_prompts", "score_token_ids"):
+        _require(key in raw, where, f"manifest field 'gguf.{key}' is missing")
+    _require(isinstance(raw["mmproj"], str) and raw["mmproj"] in files, where, "'gguf.mmproj' must name a file listed in 'files'")
+    _require(isinstance(raw["system_message"], str), where, "'gguf.system_message' must be a string")
+    ids = raw["score_token_ids"]
+    _require(isinstance(ids, list) and len(ids) == SCORE_TOKENS and all(_is_int(i) and i >= 0 for i in ids), where, f"'gguf.score_token_ids' must be {SCORE_TOKENS} token ids")
+    prompts = raw["rating_prompts"]
+    _require(isinstance(prompts, dict) and all(isinstance(v, str) for v in prompts.values()), where, "'gguf.rating_prompts' must map axes to questions")
+    missing = [axis for axis in axes if axis not in prompts]
+    _require(not missing, where, f"'gguf.rating_prompts' has no question for {', '.join(missing)}")
+    image_size = raw.get("image_size", 448)
+    _require(_is_int(image_size) and image_size > 0, where, "'gguf.image_size' must be a positive whole number")
+    return GgufSpec(raw["mmproj"], raw["system_message"], dict(prompts), tuple(ids), image_size)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -246,7 +293,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     except RecursionError:
         raise ModelPackageError(f"{manifest_path}: unreadable manifest (JSON nested too deeply)") from None
     except (OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError, JSONDecodeError, NaN/Infinity
-        raise ModelPackageError(f"{manifest_path}: unreadable manifest ({' '.join(str(exc).split())[:200]})") from None
+        raise ModelPackageError(f"{manifest_path}: unreadable manifest ({one_line(exc)})") from None
     _require(isinstance(raw, dict), manifest_path, "manifest must be a JSON object")
     return raw
 
@@ -261,7 +308,8 @@ def _check_variants(raw: dict[str, Any], where: Path) -> None:
 
 
 def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
-    """Load and check a model package folder. `verify` checks every file's size and sha256."""
+    """Load a model package folder: the whole manifest validated, every listed file present with
+    its listed size. With `verify`, each file's sha256 is checked when a backend opens it."""
     folder = Path(path).resolve()
     raw = read_manifest(folder)
     where = folder / MANIFEST_NAME
@@ -286,8 +334,8 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
         if verify:
             size = target.stat().st_size
             _require(entry.get("bytes", size) == size, folder, f"{name} has {size} bytes, manifest says {entry.get('bytes')} (corrupt or replaced)")
-            _require(sha256_file(target) == entry["sha256"], folder, f"{name} fails its sha256 check (corrupt or replaced)")
     _check_variants(raw, where)
+    outputs = _parse_outputs(raw["outputs"], where)
     return ModelPackage(
         path=folder,
         name=str(raw["name"]),
@@ -295,8 +343,12 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
         backend=raw["backend"],
         files=files,
         input=_parse_input(raw["input"], where),
-        outputs=_parse_outputs(raw["outputs"], where),
+        outputs=outputs,
         raw=raw,
+        variants=dict(raw.get("variants", {})),
+        default_variant=raw.get("default_variant"),
+        gguf=_parse_gguf(raw.get("gguf"), files, tuple(outputs), where) if raw["backend"] == "gguf" else None,
+        verify_hashes=verify,
     )
 
 
@@ -317,7 +369,7 @@ def write_package(folder: str | os.PathLike, manifest: dict[str, Any], model_car
     }
     _atomic_write_text(folder / MODEL_CARD_NAME, model_card)
     _atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    load_package(folder)
+    load_package(folder).verify()
     return folder
 
 

@@ -16,13 +16,12 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from .errors import DeviceError
+from .errors import DEVICES, DeviceError, one_line
 from .manifest import ModelPackage, ModelPackageError
 from .onnx_files import check_external_data
-from .preprocess import prepare_crops, prepare_pixels
+from .preprocess import Region, draft_size, prepare_crops, prepare_pixels
 
 INPUT_NAME = "pixels"
-DEVICES = ("auto", "cpu", "cuda")
 # Accelerators `auto` tries, best first; CPU is always the last resort.
 AUTO_PROVIDERS = ("CUDAExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider")
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -61,21 +60,27 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 
 
 class OnnxBackend:
-    """Scores prepared image tensors with an ONNX Runtime session."""
+    """Scores images with an ONNX Runtime session; owns its input contract (the manifest's ``input``).
 
-    prepare_takes_region = True  # prepare(image, region) resizes from a draft-decoded region exactly
+    - ``draft_size``: JPEGs may be draft-decoded down to this side (None when the package reads
+      native-resolution crops: those need every decoded pixel);
+    - ``prepare(image, region)``: the views the graph reads: the whole image resized from `region`
+      (the part of a draft-decoded image that holds the picture) and, when the manifest has
+      ``input.crops``, the native-resolution crops of the full image.
+    """
 
     def __init__(self, package: ModelPackage, device: str = "auto", threads: int | None = None, variant: str | None = None):
         self.package = package
         self.spec = package.input
-        weights = package.variant_file(variant)
+        self.draft_size = draft_size(self.spec)
         providers = choose_providers(device)
-        check_external_data(package.path, weights, package.files)  # every file ORT opens is listed and hashed
+        weights = package.variant_file(variant)
+        for name in check_external_data(package.path, weights, package.files):  # every file ORT opens is listed...
+            package.open_file(name)  # ...and hash-checked
         try:
             self.session = ort.InferenceSession(os.fspath(weights), sess_options=session_options(threads), providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            message = " ".join(str(exc).split())[:300]
-            raise ModelPackageError(f"{weights}: ONNX Runtime cannot load it ({message})") from None
+            raise ModelPackageError(f"{weights}: ONNX Runtime cannot load it ({one_line(exc, 300)})") from None
         self.providers = self.session.get_providers()
         self._input_name = self._find_input()
         self._crops_name = self._find_crops_input(weights)
@@ -95,7 +100,7 @@ class OnnxBackend:
         """The execution provider doing the work, e.g. "CPU" or "CUDA"."""
         return self.providers[0].removesuffix("ExecutionProvider")
 
-    def prepare(self, image: Image.Image, region: tuple[float, float, float, float] | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def prepare(self, image: Image.Image, region: Region | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """RGB image (or its `region`) -> normalised float32 [3, H, W], plus its native-resolution
         crops [K, 3, S, S] when the package reads them (runs in decode worker threads)."""
         pixels = prepare_pixels(image, self.spec, region)

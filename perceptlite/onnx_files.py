@@ -13,7 +13,7 @@ import posixpath
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import ModelPackageError
+from .errors import ModelPackageError, one_line
 
 # message kind -> {field number: kind of the sub-message in that field}, per onnx/onnx.proto.
 _CHILDREN = {
@@ -46,16 +46,18 @@ def external_data_locations(model_bytes: bytes) -> set[str]:
     return locations
 
 
-def check_external_data(package_folder: Path, model_file: Path, listed: Iterable[str]) -> None:
-    """ModelPackageError unless every external-data file of `model_file` is listed in the package."""
+def check_external_data(package_folder: Path, model_file: Path, listed: Iterable[str]) -> list[str]:
+    """The listed names of `model_file`'s external-data files (which ONNX Runtime will open);
+    ModelPackageError unless every one of them is listed in the package."""
     try:
         data = model_file.read_bytes()
         # The key "location" is stored as plain bytes: a model without it has no external data.
         locations = external_data_locations(data) if b"location" in data else set()
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise ModelPackageError(f"{model_file}: not a readable ONNX file ({' '.join(str(exc).split())[:200]})") from None
+        raise ModelPackageError(f"{model_file}: not a readable ONNX file ({one_line(exc)})") from None
     known = {posixpath.normpath(name) for name in listed}
     model_folder = posixpath.dirname(model_file.relative_to(package_folder).as_posix())
+    names = []
     for location in sorted(locations):
         name = posixpath.normpath(posixpath.join(model_folder, location.replace(os.sep, "/")))
         if os.path.isabs(location) or name.startswith("../") or name not in known:
@@ -63,6 +65,8 @@ def check_external_data(package_folder: Path, model_file: Path, listed: Iterable
                 f"{model_file}: reads external data {location!r}, which the manifest's 'files' does not list; "
                 "every file a model reads must be listed with its sha256"
             )
+        names.append(name)
+    return names
 
 
 def _length_delimited_fields(raw: bytes) -> Iterator[tuple[int, bytes]]:

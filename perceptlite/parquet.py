@@ -1,6 +1,7 @@
-"""Parquet score files (``--parquet FILE``), written and read with pyarrow (``pip install "perceptlite[parquet]"``).
+"""Parquet score files (``--parquet FILE``, ``-o FILE.parquet``), written and read with pyarrow
+(``pip install "perceptlite[parquet]"``); open them through :mod:`perceptlite.score_files`.
 
-Columns: the score record fields (path, iaa, iqa, ista, width, height, error) plus ``model`` and
+Columns: the score record fields (:data:`perceptlite.records.FIELDS`) plus ``model`` and
 ``model_hash``, so a dataset table says which model produced it, and ``path_bytes``: null for
 every name that is valid UTF-8, else the name's exact bytes (``path`` then shows each undecodable
 byte as U+FFFD; see perceptlite/names.py). The file is written under a
@@ -14,11 +15,11 @@ import shutil
 import tempfile
 from typing import Any, Iterable, Mapping
 
-from .errors import PerceptliteError
+from .errors import PerceptliteError, one_line
 from .names import from_bytes, readable_text, utf8_or_none
+from .records import AXES, FIELDS, SIZE_FIELDS, ScoreResult, rounded
 
 INSTALL_HINT = 'pip install "perceptlite[parquet]"'
-RECORD_COLUMNS = ("path", "iaa", "iqa", "ista", "width", "height", "error")
 MODEL_COLUMNS = ("model", "model_hash")
 ROWS_PER_GROUP = 8192
 
@@ -36,20 +37,9 @@ def require_pyarrow():
 def schema():
     """The Arrow schema of a perceptlite Parquet score file."""
     pa = require_pyarrow()
-    return pa.schema(
-        [
-            ("path", pa.string()),
-            ("iaa", pa.float64()),
-            ("iqa", pa.float64()),
-            ("ista", pa.float64()),
-            ("width", pa.int32()),
-            ("height", pa.int32()),
-            ("error", pa.string()),
-            ("model", pa.string()),
-            ("model_hash", pa.string()),
-            ("path_bytes", pa.binary()),
-        ]
-    )
+    types = {"path": pa.string(), "error": pa.string(), **dict.fromkeys(AXES, pa.float64()), **dict.fromkeys(SIZE_FIELDS, pa.int32())}
+    columns = [(name, types[name]) for name in FIELDS] + [(name, pa.string()) for name in MODEL_COLUMNS]
+    return pa.schema([*columns, ("path_bytes", pa.binary())])
 
 
 class ParquetScoreWriter:
@@ -72,7 +62,7 @@ class ParquetScoreWriter:
         except OSError as exc:
             if self._tmp:
                 os.unlink(self._tmp)
-            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
+            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or one_line(exc)})") from None
         self._rows: list[dict[str, Any]] = []
         self.count = 0
 
@@ -97,7 +87,7 @@ class ParquetScoreWriter:
             raise
         except OSError as exc:
             self.abort()
-            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
+            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or one_line(exc)})") from None
 
     def abort(self) -> None:
         """Drop the unfinished file."""
@@ -125,7 +115,7 @@ class ParquetScoreWriter:
         try:
             self._writer.write_table(self.pa.table(columns, schema=self.schema))
         except OSError as exc:
-            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or _one_line(exc)})") from None
+            raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or one_line(exc)})") from None
         self.count += len(self._rows)
         self._rows = []
 
@@ -136,14 +126,6 @@ def parquet_path(path: str | None) -> tuple[str | None, bytes | None]:
     return (readable_text(path), raw) if raw is not None else (path, None)
 
 
-def write_parquet(records: Iterable[Any], path: str | os.PathLike, model: str | None = None, model_hash: str | None = None) -> int:
-    """Write score records to a Parquet file; returns the number of rows."""
-    with ParquetScoreWriter(path, model, model_hash) as writer:
-        for record in records:
-            writer.write(record)
-    return writer.count
-
-
 def read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a Parquet score file into record dicts (the record fields plus model and model_hash if present)."""
     require_pyarrow()
@@ -152,7 +134,7 @@ def read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
     try:
         table = pq.read_table(os.fspath(path))
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise PerceptliteError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())[:200]})") from None
+        raise PerceptliteError(f"{path}: not a readable Parquet file ({one_line(exc)})") from None
     if "path" not in table.column_names:
         raise PerceptliteError(f"{path}: Parquet file has no 'path' column (not a perceptlite score file)")
     rows = table.to_pylist()
@@ -163,15 +145,23 @@ def read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def record_dict(record: Any) -> dict[str, Any]:
-    """A ScoreResult (scores rounded as in CSV) or a mapping with the record fields, as a plain dict."""
+def record_dict(record: ScoreResult | Mapping[str, Any]) -> dict[str, Any]:
+    """A ScoreResult (scores rounded as in CSV and JSON) or a mapping with the record fields, as a plain dict."""
     if isinstance(record, Mapping):
         return dict(record)
-    if hasattr(record, "as_dict"):
-        from .writers import record as output_record
+    return rounded(record)
 
-        return output_record(record)  # rounded like the CSV and JSON outputs
-    return {name: getattr(record, name, None) for name in RECORD_COLUMNS}
+
+def arrow_table(results: Iterable[ScoreResult], model: str | None, model_hash: str | None):
+    """Score results (unrounded) as a pyarrow Table with the Parquet score columns (Ray Data's batches)."""
+    pa = require_pyarrow()
+    rows = []
+    for result in results:
+        row = result.as_dict()
+        row["path"], row["path_bytes"] = parquet_path(row["path"])
+        rows.append({**row, "model": model, "model_hash": model_hash})
+    arrow_schema = schema()
+    return pa.table({name: [row.get(name) for row in rows] for name in arrow_schema.names}, schema=arrow_schema)
 
 
 def publish_file(finished: str, path: str) -> None:
@@ -187,7 +177,3 @@ def publish_file(finished: str, path: str) -> None:
             shutil.copyfileobj(source, target, 1 << 20)
     finally:
         os.unlink(finished)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200]

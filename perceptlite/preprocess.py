@@ -7,6 +7,8 @@ from PIL import Image
 
 from .manifest import CropSpec, InputSpec
 
+Region = tuple[float, float, float, float]  # (left, top, right, bottom) in fractional pixels
+
 _FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -25,7 +27,7 @@ def draft_size(spec: InputSpec) -> int | None:
     return int(round(max(spec.size) * spec.draft_factor))
 
 
-def resize(image: Image.Image, spec: InputSpec, region: tuple[float, float, float, float] | None = None) -> Image.Image:
+def resize(image: Image.Image, spec: InputSpec, region: Region | None = None) -> Image.Image:
     """Resize (stretch, or center-crop after matching the short side) to ``spec.size``.
 
     `region`: the part of `image` that holds the picture (see DecodedImage.box); default all of it.
@@ -54,7 +56,7 @@ def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
     return chw
 
 
-def prepare_pixels(image: Image.Image, spec: InputSpec, region: tuple[float, float, float, float] | None = None) -> np.ndarray:
+def prepare_pixels(image: Image.Image, spec: InputSpec, region: Region | None = None) -> np.ndarray:
     """The model input for one RGB image: resize then normalise (float32, shape [3, H, W])."""
     return to_tensor(resize(image, spec, region), spec)
 
@@ -86,7 +88,7 @@ def prepare_crops(image: Image.Image, spec: InputSpec) -> np.ndarray:
     return np.stack([to_tensor(image.crop(box), spec) for box in crop_boxes(image.width, image.height, crops)])
 
 
-def _center_crop_box(region: tuple[float, float, float, float], dst_w: int, dst_h: int) -> tuple[float, float, float, float]:
+def _center_crop_box(region: Region, dst_w: int, dst_h: int) -> Region:
     # The part of `region` that, scaled to dst, fills it exactly: same as resizing the short side
     # and cropping the centre, done in one resampling pass.
     x0, y0, x1, y1 = region

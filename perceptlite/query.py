@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .errors import PerceptliteError
-
-FIELDS = ("iaa", "iqa", "ista", "width", "height")
+from .records import NUMERIC_FIELDS as FIELDS
 MAX_NESTING = 64  # parentheses and 'not' nested deeper than this are refused (no recursion overflow)
 KEYWORDS = ("and", "or", "not")
 

@@ -16,10 +16,8 @@ from typing import Sequence
 
 from .decode import DecodeError, decode_file
 from .names import display_name, escape_unsafe
-from .pipeline import ScoreResult, default_jobs
-
-AXES = ("iaa", "iqa", "ista")
-AXIS_NAMES = {"iaa": "aesthetics", "iqa": "technical quality", "ista": "structure & texture"}
+from .pipeline import default_jobs
+from .records import AXES, AXIS_NAMES, ScoreResult
 THUMBNAIL_SIZE = 192
 EXTREMES = 5  # best and worst images shown per axis
 BINS = 20

@@ -1,38 +1,77 @@
-"""Read the score files that ``perceptlite score`` writes (JSONL, JSON, CSV, Parquet) back into results.
+"""Score files, read and written in one place: :func:`read` and :func:`write`.
 
-``filter``, ``merge`` and ``report`` take scores from these files instead of scoring again. The
-format follows the file name's extension; any problem is a one-line error naming the file and line.
+``score`` writes them (``-o FILE``, ``--parquet FILE``), ``merge`` joins them, ``filter`` and
+``report`` take scores from them instead of scoring again. The format follows the file name's
+extension (.json, .jsonl, .csv, .parquet) unless one is given; stdout gets a table by default. Any
+problem reading is a one-line error naming the file and line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
-from typing import Any, Iterator, Mapping
+from typing import IO, Any, Iterator, Mapping, Protocol
 
 from .errors import PerceptliteError
-from .pipeline import ScoreResult
+from .records import AXES, SIZE_FIELDS, ScoreResult
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# File name extension -> format; `write` also knows "table" (the readable default for stdout).
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = ("table", "json", "jsonl", "csv", "parquet")
 
 
 class ScoreFileError(PerceptliteError):
-    """A score file that cannot be read; the message is one line naming the file."""
+    """A score file that cannot be read or written; the message is one line naming the file."""
 
 
-def score_format(path: str | os.PathLike) -> str:
-    """The format of a score file from its extension: jsonl, json, csv or parquet."""
+class ResultWriter(Protocol):
+    """What :func:`write` yields: `write` one result at a time (the file is finished when the block ends)."""
+
+    def write(self, result: ScoreResult) -> None: ...
+
+
+def format_of(path: str | os.PathLike[str], default: str | None = None) -> str:
+    """The format of a score file from its extension: jsonl, json, csv or parquet (or `default`)."""
     suffix = os.path.splitext(os.fspath(path))[1].lower()
-    if suffix not in FORMATS:
-        raise ScoreFileError(f"{path}: unknown score file type {suffix or '(none)'!r}; use .jsonl, .json, .csv or .parquet")
-    return FORMATS[suffix]
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    if default is not None:
+        return default
+    raise ScoreFileError(f"{path}: unknown score file type {suffix or '(none)'!r}; use .jsonl, .json, .csv or .parquet")
 
 
-def read_scores(path: str | os.PathLike) -> list[ScoreResult]:
+@contextlib.contextmanager
+def write(
+    path: str | os.PathLike[str] | None, format: str | None = None, *, model: str | None = None, model_hash: str | None = None
+) -> Iterator[ResultWriter]:
+    """Write score records to `path` (None: stdout) in `format` (None: from the extension; a table
+    for stdout or an unknown extension). A file is replaced atomically when the block finishes, and
+    left unchanged when it fails; FIFOs and devices are written through. `model` and `model_hash`
+    go into Parquet files."""
+    kind = format or (format_of(path, default="table") if path is not None else "table")
+    if kind == "parquet":
+        if path is None:
+            raise ScoreFileError("Parquet needs a file: pass -o FILE.parquet")
+        from .parquet import ParquetScoreWriter
+
+        with ParquetScoreWriter(path, model, model_hash) as parquet:
+            yield parquet
+        return
+    from .writers import WRITERS, output_file, stdout_text
+
+    opener: contextlib.AbstractContextManager[IO[str]] = output_file(path) if path is not None else stdout_text()
+    with opener as stream:
+        writer = WRITERS[kind](stream)
+        yield writer
+        writer.close()
+
+
+def read(path: str | os.PathLike[str]) -> list[ScoreResult]:
     """Every record of a score file, in file order."""
-    kind = score_format(path)
+    kind = format_of(path)
     if not os.path.isfile(path):
         raise ScoreFileError(f"{path}: no such score file")
     try:
@@ -56,15 +95,9 @@ def to_result(row: Mapping[str, Any], path: str | os.PathLike, where: int) -> Sc
     if not isinstance(row, Mapping) or not isinstance(row.get("path"), str) or not row["path"]:
         raise ScoreFileError(f"{path}: record {where} has no 'path' (not a perceptlite score file?)")
     try:
-        return ScoreResult(
-            path=row["path"],
-            iaa=_optional(row.get("iaa"), _finite),
-            iqa=_optional(row.get("iqa"), _finite),
-            ista=_optional(row.get("ista"), _finite),
-            width=_optional(row.get("width"), lambda v: int(float(v))),
-            height=_optional(row.get("height"), lambda v: int(float(v))),
-            error=row.get("error") or None,
-        )
+        scores = {axis: _optional(row.get(axis), _finite) for axis in AXES}
+        sizes = {name: _optional(row.get(name), lambda v: int(float(v))) for name in SIZE_FIELDS}
+        return ScoreResult(path=row["path"], **scores, **sizes, error=row.get("error") or None)
     except (TypeError, ValueError) as exc:
         raise ScoreFileError(f"{path}: record {where} has a bad value ({exc})") from None
 

@@ -1,7 +1,7 @@
-"""Result writers (table, JSON, JSONL, CSV), streamed record by record, and atomic ``-o FILE``.
+"""Text result writers (table, JSON, JSONL, CSV), streamed record by record, and atomic ``-o FILE``.
 
-Every format carries the documented record fields: path, iaa, iqa, ista, width, height, error.
-Scores are rounded to 2 decimals. ``--json`` writes one JSON array incrementally, so even a
+Open them through :func:`perceptlite.score_files.write`. Every format carries the record fields of
+:mod:`perceptlite.records`; scores are rounded to 2 decimals. ``--json`` writes one JSON array incrementally, so even a
 partial file of an interrupted run shows what was done (the ``-o`` file is only put in place when
 the run finishes).
 """
@@ -19,20 +19,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from .names import display_name, escape_unsafe, json_text
-from .pipeline import ScoreResult
-
-FIELDS = ("path", "iaa", "iqa", "ista", "width", "height", "error")
-SCORE_FIELDS = ("iaa", "iqa", "ista")
-DECIMALS = 2
-
-
-def record(result: ScoreResult) -> dict:
-    """The output record of a result: documented fields, scores rounded."""
-    row = result.as_dict()
-    for axis in SCORE_FIELDS:
-        if row[axis] is not None:
-            row[axis] = round(row[axis], DECIMALS)
-    return row
+from .records import AXES, FIELDS, SIZE_FIELDS, ScoreResult
+from .records import rounded as record
 
 
 class Writer:
@@ -53,17 +41,18 @@ class TableWriter(Writer):
 
     def __init__(self, stream: IO[str]):
         super().__init__(stream)
-        self.stream.write(f"{'iaa':>6} {'iqa':>6} {'ista':>6} {'width':>6} {'height':>6}  path\n")
+        self.stream.write(" ".join(f"{name:>6}" for name in (*AXES, *SIZE_FIELDS)) + "  path\n")
 
     def write(self, result: ScoreResult) -> None:
         row = record(result)
         path = display_name(row["path"] or "")  # control characters and undecodable bytes are escaped
+        sizes = " ".join(f"{_cell(row[name]):>6}" for name in SIZE_FIELDS)
         if result.error:
-            self.stream.write(f"{'-':>6} {'-':>6} {'-':>6} {_cell(row['width']):>6} {_cell(row['height']):>6}  {path}  [error: {escape_unsafe(result.error)}]\n")
+            scores = " ".join(f"{'-':>6}" for _ in AXES)
+            self.stream.write(f"{scores} {sizes}  {path}  [error: {escape_unsafe(result.error)}]\n")
         else:
-            self.stream.write(
-                f"{row['iaa']:6.2f} {row['iqa']:6.2f} {row['ista']:6.2f} {row['width']:>6} {row['height']:>6}  {path}\n"
-            )
+            scores = " ".join(f"{row[axis]:6.2f}" if row[axis] is not None else f"{'-':>6}" for axis in AXES)
+            self.stream.write(f"{scores} {sizes}  {path}\n")
         if self.stream.isatty():  # show rows as they come when a person is watching
             self.stream.flush()
 
@@ -111,7 +100,7 @@ class CsvWriter(Writer):
         (self.quoted_csv if has_return else self.csv).writerow(cells)
 
 
-# Output format name -> writer class. New formats register here (and get a CLI flag in commands/score.py).
+# Text format name -> writer class. New formats register here (and in score_files.FORMATS).
 WRITERS: dict[str, type[Writer]] = {
     "table": TableWriter,
     "json": JsonWriter,

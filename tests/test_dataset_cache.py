@@ -16,7 +16,7 @@ import pytest
 
 from perceptlite.cache import CacheError, ScoreCache
 from perceptlite.manifest import load_package
-from perceptlite.pipeline import ScoreResult
+from perceptlite.records import ScoreResult
 
 from _dataset_fixtures import REPO, build_tiny_package, make_images, run_cli
 

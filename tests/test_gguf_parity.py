@@ -100,7 +100,8 @@ def _gguf_scores(backend: GgufBackend, images) -> list[dict[str, float]]:
 
 
 def test_package_manifest(package: Path, checkpoint: Path, reference) -> None:
-    loaded = load_package(package)  # checks every sha256
+    loaded = load_package(package)
+    loaded.verify()  # checks every sha256
     assert loaded.backend == "gguf"
     assert loaded.variants == {v: f"model-{v}.gguf" for v in ("f16", "q8_0", "q4_k_m")}
     assert loaded.default_variant == "q8_0"
@@ -237,8 +238,11 @@ def test_corrupted_gguf_is_refused_by_its_hash(package: Path, tmp_path: Path) ->
     with open(copy / "mmproj-f16.gguf", "r+b") as handle:
         handle.seek(5000)
         handle.write(b"\xff" * 16)
+    loaded = load_package(copy)  # reads the manifest; a file's hash is checked when it is opened
     with pytest.raises(ModelPackageError, match="mmproj-f16.gguf fails its sha256 check"):
-        load_package(copy)
+        GgufBackend(loaded, device="cpu", threads=1)
+    with pytest.raises(ModelPackageError, match="mmproj-f16.gguf fails its sha256 check"):
+        loaded.verify()
 
 
 @pytest.mark.parametrize(

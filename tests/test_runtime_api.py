@@ -166,3 +166,51 @@ def test_graph_and_manifest_sizes_must_agree(tmp_path):
     (package / "perceptlite.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelPackageError, match="input.size is 48x48"):
         Scorer(package, device="cpu")
+
+
+def test_options_dataclass_and_bytes_input(tiny_package, tmp_path):
+    """ScoreOptions is the one set of knobs; keywords replace its fields; encoded bytes score like their file."""
+    from perceptlite import ScoreOptions
+
+    options = ScoreOptions(device="cpu", threads=1, batch_size=2, jobs=2)
+    scorer = Scorer(tiny_package, options, batch_size=3)
+    assert scorer.options == ScoreOptions(device="cpu", threads=1, batch_size=3, jobs=2) and scorer.batch_size == 3
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(_photo(7, 200, 150)).save(path, quality=90)  # big enough for JPEG draft decoding
+    by_path = scorer.score(path)
+    by_bytes = scorer.score(path.read_bytes())
+    assert by_bytes.path is None and (by_bytes.width, by_bytes.height) == (200, 150)
+    assert by_bytes.scores() == pytest.approx(by_path.scores(), abs=1e-6)
+    many = list(scorer.score_many([path.read_bytes(), b"", b"not an image", bytearray(path.read_bytes())]))
+    assert [r.ok for r in many] == [True, False, False, True]
+    assert many[1].error == "empty file (0 bytes)" and "not an image" in many[2].error
+    with pytest.raises(TypeError):
+        Scorer(tiny_package, no_such_option=1)
+
+
+def test_max_pixels_above_pillows_guard_without_touching_it(tiny_package, monkeypatch):
+    """max_pixels works through the options alone: above Pillow's own guard, a file Pillow would
+    refuse is scored (and the guard is left as it was); at or below it, our one-line reason."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(_photo(8, 120, 100)).save(buffer, "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # Pillow refuses > 4000 pixels
+    assert Scorer(tiny_package, device="cpu", max_pixels=20_000).score(buffer.getvalue()).ok
+    assert Image.MAX_IMAGE_PIXELS == 2000
+    refused = Scorer(tiny_package, device="cpu", max_pixels=4000).score(buffer.getvalue())
+    assert "megapixels" in refused.error and "max-pixels" in refused.error
+
+
+def test_loading_hashes_only_the_files_it_opens(tmp_path):
+    package_dir = make_package(tmp_path / "two", int8_variant=True)
+    data = bytearray((package_dir / "model.int8.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (package_dir / "model.int8.onnx").write_bytes(bytes(data))  # the variant this run does not open
+    assert Scorer(package_dir, device="cpu", variant="fp32").score(_photo(9)).ok
+    with pytest.raises(ModelPackageError, match="model.int8.onnx fails its sha256"):
+        Scorer(package_dir, device="cpu", variant="int8")
+    from perceptlite.manifest import load_package
+
+    with pytest.raises(ModelPackageError, match="model.int8.onnx fails its sha256"):
+        load_package(package_dir).verify()  # what `perceptlite models show` does

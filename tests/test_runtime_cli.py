@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from perceptlite.cli import main
-from perceptlite.writers import FIELDS
+from perceptlite.records import FIELDS
 
 from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 
@@ -262,3 +262,22 @@ def test_progress_bar_only_on_a_terminal(tiny_package, photos):
     assert process.returncode == 0
     assert b"img" in terminal and b"5 scored" in terminal  # the tqdm bar and the summary
     assert len(process.stdout.splitlines()) == 5 and b"img/s" not in process.stdout
+
+
+@pytest.mark.parametrize("suffix, kind", [(".json", "json"), (".jsonl", "jsonl"), (".csv", "csv"), (".txt", "table")])
+def test_output_format_follows_the_extension(tiny_package, photos, tmp_path, suffix, kind):
+    """-o FILE.json writes JSON (not a table); a format flag wins over the extension."""
+    out = tmp_path / f"scores{suffix}"
+    assert _run("score", "-m", tiny_package, photos, "-o", out).exit_code == 0
+    text = out.read_text()
+    if kind == "json":
+        assert [r["path"] for r in json.loads(text)] and text.startswith("[")
+    elif kind == "jsonl":
+        assert all(json.loads(line)["path"] for line in text.splitlines())
+    elif kind == "csv":
+        assert text.splitlines()[0] == ",".join(FIELDS)
+    else:
+        assert text.split("\n", 1)[0].split() == ["iaa", "iqa", "ista", "width", "height", "path"]
+    flagged = tmp_path / f"flagged{suffix}"
+    assert _run("score", "-m", tiny_package, photos, "--csv", "-o", flagged).exit_code == 0
+    assert flagged.read_text().splitlines()[0] == ",".join(FIELDS)

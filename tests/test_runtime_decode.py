@@ -211,7 +211,6 @@ def _exact_input(image: Image.Image, spec: InputSpec) -> np.ndarray:
 def test_draft_decoding_keeps_model_input_within_tolerance(corpus_dir, tmp_path, photo, draft_factor):
     """JPEG draft decoding plus the reduced resize change the model input no more than a change of
     resize filter (bicubic -> bilinear) does, and the scores by less than half a point."""
-    from perceptlite.pipeline import prepare_decoded
     from perceptlite.scorer import Scorer
 
     from _runtime_fixtures import make_package
@@ -228,12 +227,12 @@ def test_draft_decoding_keeps_model_input_within_tolerance(corpus_dir, tmp_path,
         with Image.open(source) as image:
             image.convert("RGB").resize((image.width * 3, image.height * 3), Image.Resampling.BICUBIC).save(path, quality=92)
         full = decode_file(path)
-        draft = decode_file(path, draft_size=draft_size(spec))
+        draft = decode_file(path, draft_size=scorer.backend.draft_size)
         assert (draft.width, draft.height) == (full.width, full.height)  # records keep the true size
         assert min(draft.image.size) >= draft_size(spec)
         drafted += draft.image.width < full.image.width
         reference = _exact_input(full.image, spec)
-        runtime_difference = np.abs(reference - prepare_decoded(scorer.backend, draft)).mean()
+        runtime_difference = np.abs(reference - scorer.backend.prepare(draft.image, draft.box)).mean()
         bilinear = full.image.resize(spec.size[::-1], Image.Resampling.BILINEAR)
         filter_difference = np.abs(reference - prepare_pixels(bilinear, spec)).mean()
         assert runtime_difference <= filter_difference, source.name
@@ -249,7 +248,6 @@ def test_draft_decoding_keeps_model_input_within_tolerance(corpus_dir, tmp_path,
 def test_draft_region_follows_exif_orientation(corpus_dir, tmp_path, orientation, tiny_package):
     """A JPEG whose sides are not multiples of the draft scale decodes a partly filled edge of
     blocks; the region passed to the resize must follow the EXIF rotation/mirroring exactly."""
-    from perceptlite.pipeline import prepare_decoded
     from perceptlite.scorer import Scorer
 
     backend = Scorer(tiny_package, device="cpu", threads=1).backend
@@ -265,7 +263,7 @@ def test_draft_region_follows_exif_orientation(corpus_dir, tmp_path, orientation
     draft = decode_file(path, draft_size=draft_size(spec))
     assert draft.box is not None and draft.image.width < full.image.width
     reference = _exact_input(full.image, spec)
-    runtime = prepare_decoded(backend, draft)
+    runtime = backend.prepare(draft.image, draft.box)
     filter_difference = np.abs(reference - prepare_pixels(full.image.resize(spec.size[::-1], Image.Resampling.BILINEAR), spec)).mean()
     assert np.abs(reference - runtime).mean() < 0.75 * filter_difference
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from perceptlite import metrics
-from perceptlite.commands.eval import VrFileError, format_table, load_vr
+from perceptlite.evaluation import VrFileError, format_table, load_vr
 
 
 def test_rank_correlations_by_hand() -> None:
@@ -71,7 +71,7 @@ def test_reference_evaluation_on_a_generated_vr_file(unipercept_sensitive_checkp
 
 
 def metrics_row(row: dict):
-    from perceptlite.commands.eval import EvalRow
+    from perceptlite.evaluation import EvalRow
 
     return EvalRow(row["dataset"], row["axis"], row["failed"],
                    metrics.Agreement(row["count"], row["srcc"], row["krcc"], row["plcc"], row["logistic_fit"]))

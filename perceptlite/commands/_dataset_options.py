@@ -8,9 +8,9 @@ from typing import Callable, Iterable, Iterator
 import click
 
 from ..errors import PerceptliteError
-from ..manifest import ModelPackage
 from ..names import display_name, escape_unsafe
-from ..pipeline import ScoreResult
+from ..records import ScoreResult
+from ..scorer import Scorer
 
 EXIT_USAGE = 2
 
@@ -80,23 +80,18 @@ class DatasetRun:
         return []
 
 
-def dataset_run(cache_path: str | None, parquet_path: str | None, package: ModelPackage, quiet: bool = False, variant: str | None = None) -> DatasetRun:
-    """Open the cache and the Parquet writer (one-line error and exit 2 on failure); closed with the click context."""
-    cache = parquet = None
+def dataset_run(scorer: Scorer, cache_path: str | None, parquet_path: str | None, quiet: bool = False) -> DatasetRun:
+    """The scorer's cache and a Parquet writer (one-line error and exit 2 on failure); closed with the click context."""
+    parquet = None
     try:
-        if cache_path:
-            from ..cache import ScoreCache, model_key
-
-            cache = ScoreCache(cache_path, model_key(package, variant))
         if parquet_path:
             from ..parquet import ParquetScoreWriter
 
-            parquet = ParquetScoreWriter(parquet_path, package.name, package.package_hash)
+            parquet = ParquetScoreWriter(parquet_path, scorer.package.name, scorer.package.package_hash)
     except PerceptliteError as exc:
-        if cache is not None:
-            cache.close()
+        scorer.close()
         click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
-    run = DatasetRun(cache, cache_path, parquet, quiet)
+    run = DatasetRun(scorer.cache, cache_path, parquet, quiet)
     click.get_current_context().call_on_close(run.close)
     return run

@@ -9,8 +9,8 @@ import click
 
 from ..discover import iter_image_files
 from ..errors import PerceptliteError
-from ..pipeline import ScoreResult
-from ..score_files import read_scores
+from ..records import ScoreResult
+from ..score_files import read
 
 
 def score_source_options(function: Callable) -> Callable:
@@ -31,7 +31,7 @@ def gather_results(paths: tuple[str, ...], from_scores: str | None, cache_path: 
     if from_scores:
         if cache_path:
             raise PerceptliteError("--from-scores and --cache both give scores; pass only one")
-        results = read_scores(from_scores)
+        results = read(from_scores)
         if not paths:
             return results
         roots = [os.path.normpath(os.path.abspath(path)) for path in paths]
@@ -41,26 +41,12 @@ def gather_results(paths: tuple[str, ...], from_scores: str | None, cache_path: 
     return list(score_paths(list(iter_image_files(paths)), cache_path, model, device))
 
 
-def score_paths(files: list[str], cache_path: str | None, model: str | None, device: str):
+def score_paths(files: list[str], cache_path: str | None, model: str | None, device: str) -> list[ScoreResult]:
     """Score files with the model, through the cache when one is given."""
-    from ..backend import load_backend
-    from ..cache import ScoreCache, model_key
-    from ..pipeline import score_items
-    from ..registry import load_model
+    from ..scorer import Scorer, ScoreOptions
 
-    package = load_model(model)
-    cache = ScoreCache(cache_path, model_key(package)) if cache_path else None
-    try:
-        backend = None
-        if cache is not None:
-            hits = [cache.lookup(path) for path in files]
-            if all(hit is not None for hit in hits):
-                return hits
-        backend = load_backend(package, device=device)
-        return list(score_items(backend, files, cache=cache))
-    finally:
-        if cache is not None:
-            cache.close()
+    with Scorer(model, ScoreOptions(device=device, cache=cache_path)) as scorer:
+        return list(scorer.score_many(files))
 
 
 def _under_any(path: str, roots: list[str]) -> bool:

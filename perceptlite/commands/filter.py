@@ -11,7 +11,7 @@ from ..errors import PerceptliteError
 from ..manifest import ModelPackageError
 from ..file_actions import CONFLICT_POLICIES, LINK_TYPES, FileActionError, TargetFolder, execute, plan, relative_to_root
 from ..names import display_name, escape_unsafe
-from ..pipeline import ScoreResult
+from ..records import ScoreResult
 from ..query import FIELDS, compile_where
 from ..writers import stdout_text
 from ._sources import gather_results, score_source_options

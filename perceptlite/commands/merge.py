@@ -10,9 +10,8 @@ import click
 from ..discover import iter_image_files
 from ..errors import PerceptliteError
 from ..names import display_name, escape_unsafe
-from ..pipeline import ScoreResult
-from ..score_files import read_scores, score_format
-from ..writers import WRITERS, output_file
+from ..records import ScoreResult
+from ..score_files import format_of, read, write
 
 MAX_LISTED = 5
 
@@ -27,7 +26,7 @@ def merge_results(sources: Iterable[str]) -> list[ScoreResult]:
     seen: dict[str, str] = {}
     merged: list[ScoreResult] = []
     for source in sources:
-        for result in read_scores(source):
+        for result in read(source):
             key = os.path.normpath(os.path.abspath(result.path))
             if key in seen:
                 raise PerceptliteError(
@@ -45,26 +44,11 @@ def missing_files(results: list[ScoreResult], roots: Iterable[str]) -> list[str]
     return [path for path in iter_image_files(roots) if os.path.normpath(os.path.abspath(path)) not in covered]
 
 
-def write_results(results: Iterable[ScoreResult], output: str, model: str | None = None, model_hash: str | None = None) -> None:
-    """Write results to `output` in the format its extension names (atomically)."""
-    kind = score_format(output)
-    if kind == "parquet":
-        from ..parquet import write_parquet
-
-        write_parquet(results, output, model, model_hash)
-        return
-    with output_file(output) as handle:
-        writer = WRITERS[kind](handle)
-        for result in results:
-            writer.write(result)
-        writer.close()
-
-
 def _parquet_model(sources: list[str]) -> tuple[str | None, str | None]:
     """The model name and hash recorded in Parquet inputs; raises if they disagree."""
     found: dict[tuple[str | None, str | None], str] = {}
     for source in sources:
-        if score_format(source) != "parquet":
+        if format_of(source) != "parquet":
             continue
         from ..parquet import read_parquet
 
@@ -84,7 +68,7 @@ def command(outputs: tuple[str, ...], output: str, check_roots: tuple[str, ...])
     """Join the score files of sharded runs (OUTPUTS) into one, ordered by path; duplicates are an error."""
     try:
         sources = list(outputs)
-        score_format(output)
+        format_of(output)
         model, model_hash = _parquet_model(sources)
         results = merge_results(sources)
         if check_roots:
@@ -93,7 +77,9 @@ def command(outputs: tuple[str, ...], output: str, check_roots: tuple[str, ...])
                 listed = ", ".join(repr(path) for path in missing[:MAX_LISTED])
                 more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
                 raise PerceptliteError(f"{len(missing)} image(s) are in no output: {listed}{more}; is a shard missing?")
-        write_results(results, output, model, model_hash)
+        with write(output, model=model, model_hash=model_hash) as writer:
+            for result in results:
+                writer.write(result)
     except PerceptliteError as exc:
         raise click.ClickException(escape_unsafe(str(exc))) from None
     click.echo(f"merged {len(results)} records from {len(sources)} files into {display_name(output)}", err=True)

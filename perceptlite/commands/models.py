@@ -39,6 +39,7 @@ def show(model: str, as_json: bool) -> None:
     """Summarise a package's manifest (and check its files' hashes)."""
     try:
         package = load_package(resolve_model(model))
+        package.verify()
     except (PerceptliteError, ModelPackageError) as exc:
         click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
         sys.exit(2)

@@ -1,4 +1,4 @@
-"""`perceptlite score PATH...`: score image files and folders, write a table, JSON, JSONL or CSV.
+"""`perceptlite score PATH...`: score image files and folders, write a table, JSON, JSONL, CSV or Parquet.
 
 Exit codes: 0 every file scored, 1 some files could not be scored (their records carry `error`),
 2 usage errors (bad options, missing paths, a model that cannot be found or loaded).
@@ -15,16 +15,16 @@ from typing import Iterable, Iterator
 
 import click
 
-from ..backend import load_backend
 from ..decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from ..discover import iter_image_files, parse_shard
 from ..errors import PerceptliteError
-from ..manifest import ModelPackageError
-from ..memory import DEFAULT_DECODE_MEMORY, set_decode_memory
-from ..pipeline import ScoreResult, score_items
+from ..manifest import ModelPackage, ModelPackageError
+from ..memory import DEFAULT_DECODE_MEMORY
 from ..names import display_name, escape_unsafe
+from ..records import ScoreResult
 from ..registry import DEFAULT_MODEL, load_model
-from ..writers import WRITERS, output_file, stdout_text
+from ..score_files import write
+from ..scorer import Scorer, ScoreOptions
 from ._dataset_options import dataset_options, dataset_run
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 0, 1, 2, 130, 141, 143
@@ -44,11 +44,11 @@ def _shard(ctx, param, value):
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=True, dir_okay=True))
 @click.option("-m", "--model", default=None, metavar="NAME|FOLDER", help=f"Model package: a bundled name or a folder [default: {DEFAULT_MODEL}].")
 @click.option("--variant", default=None, help="Weight variant of the package, e.g. fp32 or int8 [default: the package's].")
-@click.option("--table", "fmt", flag_value="table", default=True, help="Readable table (the default).")
+@click.option("--table", "fmt", flag_value="table", help="Readable table (the default on stdout).")
 @click.option("--json", "fmt", flag_value="json", help="One JSON array of records.")
 @click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON record per line.")
 @click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="Write to FILE (atomically, when the run finishes) instead of stdout.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="Write to FILE (atomically, when the run finishes) instead of stdout; its extension (.json, .jsonl, .csv, .parquet) picks the format unless a format flag is given.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to run the model (ONNX Runtime execution provider).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per inference batch [default: the backend's].")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads [default: all cores].")
@@ -64,10 +64,13 @@ def command(paths, model, variant, fmt, output, device, batch_size, threads, job
     """Score images (files or folders, recursively) for iaa, iqa and ista (0-100)."""
     install_sigterm_handler()
     _refuse_inputs_as_outputs(paths, {"-o": output, "--parquet": parquet_path})
-    backend = _open_backend(model, device, threads, variant)
-    _allow_pixels(max_pixels)
-    set_decode_memory(decode_memory << 20)
-    batch_size = _bounded_batch_size(batch_size, backend, decode_memory << 20)
+    package = _load_package(model)
+    batch_size = _bounded_batch_size(batch_size, package, decode_memory << 20)
+    options = ScoreOptions(
+        device=device, threads=threads, variant=variant, jobs=jobs, batch_size=batch_size,
+        max_pixels=max_pixels, decode_memory=decode_memory << 20, cache=cache_path,
+    )
+    scorer = _open_scorer(package, options)
     discovery_failures: list[str] = []
 
     def on_folder_error(path: str, reason: str) -> None:
@@ -75,11 +78,11 @@ def command(paths, model, variant, fmt, output, device, batch_size, threads, job
         click.echo(f"perceptlite: cannot read folder {display_name(path)}: {reason}", err=True)
 
     files = iter_image_files(paths, recursive=recursive, hidden=hidden, shard=shard, on_error=on_folder_error)
-    dataset = dataset_run(cache_path, parquet_path, backend.package, quiet, variant)  # --cache, --parquet; closed with the click context
-    results = dataset.tee(score_items(backend, files, jobs=jobs, batch_size=batch_size, max_pixels=max_pixels, cache=dataset.cache))
+    dataset = dataset_run(scorer, cache_path, parquet_path, quiet)  # --cache, --parquet; closed with the click context
+    results = dataset.tee(scorer.score_many(files))
     try:
         with _progress(quiet) as progress:
-            scored, failed = _write_all(results, fmt, output, progress)
+            scored, failed = _write_all(results, fmt, output, progress, scorer.package)
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         click.echo(f"perceptlite: {what}" + (f"; {display_name(output)} left unchanged" if output else ""), err=True)
@@ -141,10 +144,17 @@ def _input_named(output: str, paths) -> str | None:
     return None
 
 
-def _open_backend(model, device, threads, variant):
+def _load_package(model) -> ModelPackage:
     try:
-        package = load_model(model)
-        return load_backend(package, device=device, threads=threads, variant=variant)
+        return load_model(model)
+    except (PerceptliteError, ModelPackageError) as exc:
+        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _open_scorer(package: ModelPackage, options: ScoreOptions) -> Scorer:
+    try:
+        return Scorer(package, options)
     except (PerceptliteError, ModelPackageError) as exc:
         click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
@@ -155,11 +165,11 @@ def _open_backend(model, device, threads, variant):
 ACTIVATION_FACTOR = 24
 
 
-def _bounded_batch_size(batch_size: int | None, backend, budget: int) -> int | None:
+def _bounded_batch_size(batch_size: int | None, package: ModelPackage, budget: int) -> int | None:
     """--batch-size, lowered (with a note) when its inputs and activations would exceed the memory budget."""
     if batch_size is None:
         return None
-    height, width = backend.package.input.size
+    height, width = package.input.size
     per_image = 3 * height * width * 4 * ACTIVATION_FACTOR
     largest = max(1, budget // per_image)
     if batch_size > largest:
@@ -177,19 +187,9 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _allow_pixels(max_pixels: int) -> None:
-    # decode.py enforces --max-pixels on every file; Pillow's global guard (which this process owns)
-    # would otherwise refuse some images below a raised limit with its own message.
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None
-
-
-def _write_all(results: Iterable[ScoreResult], fmt: str, output: str | None, progress) -> tuple[int, int]:
+def _write_all(results: Iterable[ScoreResult], fmt: str | None, output: str | None, progress, package: ModelPackage) -> tuple[int, int]:
     scored = failed = 0
-    opener = output_file(output) if output else stdout_text()
-    with opener as stream:
-        writer = WRITERS[fmt](stream)
+    with write(output, fmt, model=package.name, model_hash=package.package_hash) as writer:
         for result in results:
             writer.write(result)
             if result.error:
@@ -197,7 +197,6 @@ def _write_all(results: Iterable[ScoreResult], fmt: str, output: str | None, pro
             else:
                 scored += 1
             progress.update(1)
-        writer.close()
     return scored, failed
 
 
