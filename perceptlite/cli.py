@@ -1,22 +1,26 @@
-"""The `perceptlite` command line. Each sub-command lives in its own module under `commands/`."""
+"""The `perceptlite` command line. Each sub-command lives in its own module under `commands/`;
+the options, exit codes and error handling they share are in `commands/_options.py`."""
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import click
 
-# Module names under perceptlite/commands/, each defining `command` (a click.Command or Group).
-COMMAND_MODULES = ("score", "models", "ask", "filter", "merge", "report", "eval")
+from .commands import ask, eval, filter, merge, models, report, score
+from .commands._options import install_sigterm_handler
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="perceptlite")
 def main() -> None:
-    """Score images for aesthetics (iaa), technical quality (iqa) and structure & texture (ista)."""
+    """Score images for aesthetics (iaa), technical quality (iqa) and structure & texture (ista).
+
+    Exit codes of every command: 0 all done, 1 some files failed (their records say why),
+    2 usage, model or input errors (including no image files found).
+    """
     silence_library_warnings()
-    terminate_like_interrupt()
+    install_sigterm_handler()  # SIGTERM unwinds every command like Ctrl-C
 
 
 # Image libraries warn (decompression bomb, truncated TIFF, corrupt EXIF) from these modules; what
@@ -29,12 +33,10 @@ def silence_library_warnings() -> None:
     warnings.filterwarnings("ignore", module=_WARNING_MODULES)
 
 
-def terminate_like_interrupt() -> None:
-    """SIGTERM unwinds every command like Ctrl-C (temporary files removed, outputs left as they were)."""
-    from .commands.score import install_sigterm_handler
-
-    install_sigterm_handler()
-
-
-for _name in COMMAND_MODULES:
-    main.add_command(importlib.import_module(f"perceptlite.commands.{_name}").command)
+main.add_command(score.command)
+main.add_command(models.command)
+main.add_command(ask.command)
+main.add_command(filter.command)
+main.add_command(merge.command)
+main.add_command(report.command)
+main.add_command(eval.command)

@@ -88,6 +88,8 @@ def _logistic4_jacobian(x, b1: float, b2: float, b3: float, b4: float) -> np.nda
 def fit_logistic(predicted, truth) -> tuple[float, float, float, float] | None:
     """Least-squares fit of `logistic4` from predictions to ground truth; None if scipy is absent or it fails."""
     x, y = _as_pair(predicted, truth)
+    if x.size < 4:
+        return None  # four parameters need at least four points (scipy raises TypeError below that)
     try:
         from scipy.optimize import curve_fit  # optional: only this fit needs scipy
     except ImportError:

@@ -116,7 +116,7 @@ def test_report_and_filter_accept_missing_and_nan_scores(tmp_path, photos):
 @pytest.mark.parametrize("expression", ["(" * 500 + "iaa > 1" + ")" * 500, "not " * 500 + "iaa > 1", "(" * 100_000])
 def test_deeply_nested_where_is_a_one_line_error(tmp_path, expression):
     run = cli("filter", "--from-scores", tmp_path / "none.jsonl", "--where", expression)
-    assert "nested more than" in one_line_error(run, code=1) or "expected" in run.stderr
+    assert "nested more than" in one_line_error(run, code=2) or "expected" in run.stderr
 
 
 # -- disk faults ------------------------------------------------------------------------------

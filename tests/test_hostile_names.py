@@ -133,7 +133,7 @@ def test_filter_refuses_a_record_whose_file_is_gone(tiny_package, folder, tmp_pa
     scores = tmp_path / "scores.jsonl"
     cli("score", "-m", tiny_package, folder, "--jsonl", "-o", scores)
     os.rename(os.path.join(folder, HOSTILE_NAMES[0]), os.path.join(folder, "cr"))
-    run = cli("filter", "--from-scores", scores, "--where", "iaa >= 0", "--copy-to", tmp_path / "copy", check_code=1)
+    run = cli("filter", "--from-scores", scores, "--where", "iaa >= 0", "--copy-to", tmp_path / "copy", check_code=2)
     message = run.stderr.decode("utf-8")
     assert "no longer a file" in message and CONTROL.search(run.stderr) is None
     assert not (tmp_path / "copy").exists() or os.listdir(tmp_path / "copy") == []

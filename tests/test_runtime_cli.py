@@ -103,7 +103,9 @@ def test_jsonl_and_csv_round_trips(tiny_package, photos):
 
 def test_empty_json_is_valid(tiny_package, tmp_path):
     result = _run("score", "-m", tiny_package, tmp_path, "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout) == []
+    # Valid JSON, but an empty folder is not success (issue 13): exit 2, one line on stderr.
+    assert result.exit_code == 2 and json.loads(result.stdout) == []
+    assert result.stderr.strip() == "perceptlite: no image files found"
 
 
 def test_hostile_folder(tiny_package, hostile):
@@ -281,3 +283,29 @@ def test_output_format_follows_the_extension(tiny_package, photos, tmp_path, suf
     flagged = tmp_path / f"flagged{suffix}"
     assert _run("score", "-m", tiny_package, photos, "--csv", "-o", flagged).exit_code == 0
     assert flagged.read_text().splitlines()[0] == ",".join(FIELDS)
+
+
+def test_every_command_exits_2_on_a_missing_model_and_no_images(tiny_package, photos, tmp_path):
+    """One convention (issue 13): a model that cannot be found, or no image files, is exit 2 with
+    one 'perceptlite: ...' line, in every command that takes a model."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    vr = tmp_path / "vr.json"
+    vr.write_text(json.dumps([{"image": "a.jpg", "gt_score": 1}, {"image": "b.PNG", "gt_score": 2}]))
+    runs = {
+        "score": ["score", photos],
+        "filter": ["filter", photos, "--where", "iaa > 0"],
+        "report": ["report", photos, "-o", tmp_path / "r.html"],
+        "eval": ["eval", vr, "--images", photos],
+        "ask": ["ask", photos / "a.jpg", "What is it?"],
+    }
+    for name, args in {**runs, "models show": ["models", "show"]}.items():
+        result = _run(*args, *(["-m"] if name != "models show" else []), "./no-such-model")
+        assert result.exit_code == 2, (name, result.output)
+        assert result.stderr.strip().startswith("perceptlite: ") and len(result.stderr.strip().splitlines()) == 1, (name, result.stderr)
+    for args in (["score", empty], ["filter", empty, "--where", "iaa > 0"], ["report", empty, "-o", tmp_path / "e.html"]):
+        result = _run(*args, "-m", tiny_package)
+        assert result.exit_code == 2 and "no image files found" in result.stderr, (args, result.output)
+    assert _run("eval", vr, "--images", photos, "-m", tiny_package).exit_code == 0
+    vr.write_text(json.dumps([{"image": "a.jpg", "gt_score": 1}, {"image": "b.PNG", "gt_score": 2}, {"image": "gone.jpg", "gt_score": 3}]))
+    assert _run("eval", vr, "--images", photos, "-m", tiny_package).exit_code == 1  # some files failed

@@ -11,8 +11,7 @@ from ..errors import PerceptliteError
 from ..names import display_name, escape_unsafe
 from ..records import ScoreResult
 from ..scorer import Scorer
-
-EXIT_USAGE = 2
+from ._options import EXIT_USAGE
 
 
 def dataset_options(function: Callable) -> Callable:

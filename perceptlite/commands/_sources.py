@@ -11,6 +11,7 @@ from ..discover import iter_image_files
 from ..errors import PerceptliteError
 from ..records import ScoreResult
 from ..score_files import read
+from ._options import device_option, model_option
 
 
 def score_source_options(function: Callable) -> Callable:
@@ -18,8 +19,8 @@ def score_source_options(function: Callable) -> Callable:
     options = [
         click.option("--from-scores", "from_scores", type=click.Path(dir_okay=False), help="Take scores from this score file (.jsonl, .json, .csv, .parquet) instead of scoring."),
         click.option("--cache", "cache_path", type=click.Path(dir_okay=False), help="SQLite score cache: reuse cached scores, score and remember the rest."),
-        click.option("-m", "--model", "model", default=None, metavar="NAME|FOLDER", help="Model package: a bundled name or a folder (default: the bundled model)."),
-        click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]), help="Where to run the model."),
+        model_option(),
+        device_option,
     ]
     for option in reversed(options):
         function = option(function)
@@ -38,7 +39,10 @@ def gather_results(paths: tuple[str, ...], from_scores: str | None, cache_path: 
         return [result for result in results if _under_any(result.path, roots)]
     if not paths:
         raise PerceptliteError("give image files or folders to score, or --from-scores FILE")
-    return list(score_paths(list(iter_image_files(paths)), cache_path, model, device))
+    files = list(iter_image_files(paths))
+    if not files:
+        raise PerceptliteError("no image files found")
+    return score_paths(files, cache_path, model, device)
 
 
 def score_paths(files: list[str], cache_path: str | None, model: str | None, device: str) -> list[ScoreResult]:

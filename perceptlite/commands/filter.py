@@ -1,4 +1,8 @@
-"""`perceptlite filter`: select images by their scores, then print, copy, move or link them."""
+"""`perceptlite filter`: select images by their scores, then print, copy, move or link them.
+
+Exit codes: 0 done, 1 done but some files have no scores (they match nothing), 2 usage, model or
+input errors (nothing was copied, moved or linked when the error was found before acting).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,12 @@ import sys
 
 import click
 
-from ..errors import PerceptliteError
-from ..manifest import ModelPackageError
 from ..file_actions import CONFLICT_POLICIES, LINK_TYPES, FileActionError, TargetFolder, execute, plan, relative_to_root
-from ..names import display_name, escape_unsafe
+from ..names import display_name
 from ..records import ScoreResult
 from ..query import FIELDS, compile_where
 from ..writers import stdout_text
+from ._options import EXIT_OK, EXIT_SOME_FAILED, exits_on_errors, fail
 from ._sources import gather_results, score_source_options
 
 PAST_TENSE = {"copy": "copied", "move": "moved", "link": "linked"}
@@ -63,6 +66,7 @@ def destinations(results: list[ScoreResult], roots: tuple[str, ...]) -> list[tup
 @click.option("--dry-run", is_flag=True, help="Show what would be copied/moved/linked; change nothing.")
 @click.option("-0", "--null", "null", is_flag=True, help="Separate printed paths with NUL instead of newline (for xargs -0).")
 @score_source_options
+@exits_on_errors
 def command(paths, where, top, bottom, by, copy_to, move_to, link_to, link_type, on_conflict, dry_run, null, from_scores, cache_path, model, device) -> None:
     """Select images (PATHS, or the records of --from-scores) whose scores match; print their paths or act on them."""
     targets = [(name, folder) for name, folder in (("copy", copy_to), ("move", move_to), ("link", link_to)) if folder]
@@ -84,13 +88,12 @@ def command(paths, where, top, bottom, by, copy_to, move_to, link_to, link_type,
         chosen = select(results, where, top, bottom, by)
         if not targets:
             _print_paths(chosen, null)
-            return
-        action, folder = targets[0]
-        _act(chosen, paths, action, folder, link_type, on_conflict, dry_run)
-    except (PerceptliteError, ModelPackageError) as exc:
-        raise click.ClickException(escape_unsafe(str(exc))) from None
+        else:
+            action, folder = targets[0]
+            _act(chosen, paths, action, folder, link_type, on_conflict, dry_run)
     except OSError as exc:  # e.g. permission denied or a full disk in the target
-        raise click.ClickException(escape_unsafe(f"{exc.filename or (copy_to or move_to or link_to)}: {exc.strerror or exc}")) from None
+        fail(f"{exc.filename or (copy_to or move_to or link_to)}: {exc.strerror or exc}")
+    sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
 def _require_scored_files(chosen: list[ScoreResult]) -> None:

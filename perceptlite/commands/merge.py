@@ -1,4 +1,7 @@
-"""`perceptlite merge`: join the outputs of `score --shard I/N` runs into one score file."""
+"""`perceptlite merge`: join the outputs of `score --shard I/N` runs into one score file.
+
+Exit codes: 0 merged, 2 usage or input errors (an unreadable file, a duplicate path, a missing shard).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ import click
 
 from ..discover import iter_image_files
 from ..errors import PerceptliteError
-from ..names import display_name, escape_unsafe
+from ..names import display_name
 from ..records import ScoreResult
 from ..score_files import format_of, read, write
+from ._options import exits_on_errors
 
 MAX_LISTED = 5
 
@@ -64,22 +68,20 @@ def _parquet_model(sources: list[str]) -> tuple[str | None, str | None]:
 @click.argument("outputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Merged file; its extension picks the format (.jsonl, .json, .csv, .parquet).")
 @click.option("--check", "check_roots", multiple=True, type=click.Path(exists=True), help="Folder or file that was scored; fail if an image under it is in no output (repeatable).")
+@exits_on_errors
 def command(outputs: tuple[str, ...], output: str, check_roots: tuple[str, ...]) -> None:
     """Join the score files of sharded runs (OUTPUTS) into one, ordered by path; duplicates are an error."""
-    try:
-        sources = list(outputs)
-        format_of(output)
-        model, model_hash = _parquet_model(sources)
-        results = merge_results(sources)
-        if check_roots:
-            missing = missing_files(results, check_roots)
-            if missing:
-                listed = ", ".join(repr(path) for path in missing[:MAX_LISTED])
-                more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
-                raise PerceptliteError(f"{len(missing)} image(s) are in no output: {listed}{more}; is a shard missing?")
-        with write(output, model=model, model_hash=model_hash) as writer:
-            for result in results:
-                writer.write(result)
-    except PerceptliteError as exc:
-        raise click.ClickException(escape_unsafe(str(exc))) from None
+    sources = list(outputs)
+    format_of(output)
+    model, model_hash = _parquet_model(sources)
+    results = merge_results(sources)
+    if check_roots:
+        missing = missing_files(results, check_roots)
+        if missing:
+            listed = ", ".join(repr(path) for path in missing[:MAX_LISTED])
+            more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+            raise PerceptliteError(f"{len(missing)} image(s) are in no output: {listed}{more}; is a shard missing?")
+    with write(output, model=model, model_hash=model_hash) as writer:
+        for result in results:
+            writer.write(result)
     click.echo(f"merged {len(results)} records from {len(sources)} files into {display_name(output)}", err=True)

@@ -1,16 +1,18 @@
-"""`perceptlite models`: list model packages; `perceptlite models show NAME` summarises one."""
+"""`perceptlite models`: list model packages; `perceptlite models show NAME` summarises one.
+
+Exit codes: 0 done, 2 a package that cannot be found or loaded (missing, bad manifest, hash mismatch).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from ..errors import PerceptliteError
+from ..manifest import load_package
 from ..names import display_name, escape_unsafe
-from ..manifest import ModelPackageError, load_package
 from ..registry import DEFAULT_MODEL, MODEL_PATH_ENV, iter_packages, resolve_model
+from ._options import exits_on_errors
 
 
 @click.group("models", invoke_without_command=True)
@@ -35,14 +37,11 @@ def command(ctx: click.Context, extra: tuple[str, ...]) -> None:
 @command.command("show")
 @click.argument("model", metavar="NAME|FOLDER")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@exits_on_errors
 def show(model: str, as_json: bool) -> None:
     """Summarise a package's manifest (and check its files' hashes)."""
-    try:
-        package = load_package(resolve_model(model))
-        package.verify()
-    except (PerceptliteError, ModelPackageError) as exc:
-        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
-        sys.exit(2)
+    package = load_package(resolve_model(model))
+    package.verify()
     raw = package.raw
     if as_json:
         click.echo(json.dumps(raw, indent=2))  # ASCII: every control character is escaped

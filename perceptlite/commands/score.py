@@ -1,14 +1,14 @@
 """`perceptlite score PATH...`: score image files and folders, write a table, JSON, JSONL, CSV or Parquet.
 
 Exit codes: 0 every file scored, 1 some files could not be scored (their records carry `error`),
-2 usage errors (bad options, missing paths, a model that cannot be found or loaded).
+2 usage, model or input errors (bad options, missing paths, a model that cannot be found or
+loaded, no image files found).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import stat
 import sys
 from typing import Iterable, Iterator
@@ -17,18 +17,27 @@ import click
 
 from ..decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from ..discover import iter_image_files, parse_shard
-from ..errors import PerceptliteError
-from ..manifest import ModelPackage, ModelPackageError
+from ..manifest import ModelPackage
 from ..memory import DEFAULT_DECODE_MEMORY
-from ..names import display_name, escape_unsafe
+from ..names import display_name
 from ..records import ScoreResult
-from ..registry import DEFAULT_MODEL, load_model
+from ..registry import load_model
 from ..score_files import write
 from ..scorer import Scorer, ScoreOptions
 from ._dataset_options import dataset_options, dataset_run
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 0, 1, 2, 130, 141, 143
-DEVICES = ("auto", "cpu", "cuda")
+from ._options import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_TERMINATED,
+    Terminated,
+    batch_size_option,
+    exits_on_errors,
+    fail,
+    install_sigterm_handler,
+    model_options,
+)
 
 
 def _shard(ctx, param, value):
@@ -42,16 +51,13 @@ def _shard(ctx, param, value):
 
 @click.command("score")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=True, dir_okay=True))
-@click.option("-m", "--model", default=None, metavar="NAME|FOLDER", help=f"Model package: a bundled name or a folder [default: {DEFAULT_MODEL}].")
-@click.option("--variant", default=None, help="Weight variant of the package, e.g. fp32 or int8 [default: the package's].")
+@model_options()
 @click.option("--table", "fmt", flag_value="table", help="Readable table (the default on stdout).")
 @click.option("--json", "fmt", flag_value="json", help="One JSON array of records.")
 @click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON record per line.")
 @click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="Write to FILE (atomically, when the run finishes) instead of stdout; its extension (.json, .jsonl, .csv, .parquet) picks the format unless a format flag is given.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to run the model (ONNX Runtime execution provider).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per inference batch [default: the backend's].")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads [default: all cores].")
+@batch_size_option
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Decode worker threads [default: one per core, at least 2].")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Descend into subfolders.")
 @click.option("--hidden", is_flag=True, help="Include hidden files and folders (names starting with '.').")
@@ -60,17 +66,18 @@ def _shard(ctx, param, value):
 @click.option("--decode-memory", type=click.IntRange(min=64), default=DEFAULT_DECODE_MEMORY >> 20, show_default=True, metavar="MB", help="Memory that image decoding may hold at once; bigger images wait their turn, an image that alone needs more is refused.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
 @dataset_options
-def command(paths, model, variant, fmt, output, device, batch_size, threads, jobs, recursive, hidden, shard, max_pixels, decode_memory, quiet, cache_path, parquet_path):
+@exits_on_errors
+def command(paths, model, variant, device, threads, fmt, output, batch_size, jobs, recursive, hidden, shard, max_pixels, decode_memory, quiet, cache_path, parquet_path):
     """Score images (files or folders, recursively) for iaa, iqa and ista (0-100)."""
     install_sigterm_handler()
     _refuse_inputs_as_outputs(paths, {"-o": output, "--parquet": parquet_path})
-    package = _load_package(model)
+    package = load_model(model)
     batch_size = _bounded_batch_size(batch_size, package, decode_memory << 20)
     options = ScoreOptions(
         device=device, threads=threads, variant=variant, jobs=jobs, batch_size=batch_size,
         max_pixels=max_pixels, decode_memory=decode_memory << 20, cache=cache_path,
     )
-    scorer = _open_scorer(package, options)
+    scorer = Scorer(package, options)
     discovery_failures: list[str] = []
 
     def on_folder_error(path: str, reason: str) -> None:
@@ -90,30 +97,14 @@ def command(paths, model, variant, fmt, output, device, batch_size, threads, job
     except BrokenPipeError:  # e.g. `perceptlite score . | head`: stop quietly like other Unix tools
         _silence_stdout()
         sys.exit(EXIT_BROKEN_PIPE)
-    except PerceptliteError as exc:  # e.g. a model whose output does not match its manifest
-        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
-        sys.exit(EXIT_USAGE)
     except OSError as exc:
         target = display_name(output) if output else "stdout"
-        click.echo(f"perceptlite: cannot write {target}: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        fail(f"cannot write {target}: {exc.strerror or exc}")
+    if scored == 0 and failed == 0 and not discovery_failures:
+        fail("no image files found")  # an empty folder is not success
     if not quiet:
         _summary(scored, failed, output)
     sys.exit(EXIT_SOME_FAILED if failed or discovery_failures else EXIT_OK)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that it unwinds (and cleans up) exactly like Ctrl-C."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
-
-
-def install_sigterm_handler() -> None:
-    if hasattr(signal, "SIGTERM"):
-        with contextlib.suppress(ValueError):  # not the main thread (e.g. a test runner): keep the default
-            signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _refuse_inputs_as_outputs(paths, outputs: dict[str, str | None]) -> None:
@@ -121,8 +112,7 @@ def _refuse_inputs_as_outputs(paths, outputs: dict[str, str | None]) -> None:
     for option, output in outputs.items():
         clash = _input_named(output, paths) if output else None
         if clash is not None:
-            click.echo(f"perceptlite: {option} {display_name(output)} is an input of this run ({display_name(clash)}); refusing to overwrite it", err=True)
-            sys.exit(EXIT_USAGE)
+            fail(f"{option} {display_name(output)} is an input of this run ({display_name(clash)}); refusing to overwrite it")
 
 
 def _input_named(output: str, paths) -> str | None:
@@ -142,22 +132,6 @@ def _input_named(output: str, paths) -> str | None:
         elif os.path.exists(path) and os.path.samefile(path, output):
             return path
     return None
-
-
-def _load_package(model) -> ModelPackage:
-    try:
-        return load_model(model)
-    except (PerceptliteError, ModelPackageError) as exc:
-        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
-        sys.exit(EXIT_USAGE)
-
-
-def _open_scorer(package: ModelPackage, options: ScoreOptions) -> Scorer:
-    try:
-        return Scorer(package, options)
-    except (PerceptliteError, ModelPackageError) as exc:
-        click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)
-        sys.exit(EXIT_USAGE)
 
 
 # Memory one image costs during inference, as a multiple of its input tensor (activations of a small
@@ -218,9 +192,6 @@ class _NoProgress:
 
 
 def _summary(scored: int, failed: int, output: str | None) -> None:
-    if scored == 0 and failed == 0:
-        click.echo("perceptlite: no image files found", err=True)
-        return
     where = f" -> {display_name(output)}" if output else ""
     tail = f", {failed} failed (see their 'error')" if failed else ""
     if output or failed or sys.stderr.isatty():
