@@ -28,13 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from perceptlite.backend import load_backend  # noqa: E402
-from perceptlite.cache import ScoreCache, model_key  # noqa: E402
-from perceptlite.discover import iter_image_files  # noqa: E402
+from perceptlite.backends.base import load_backend  # noqa: E402
+from perceptlite.datasets.cache import ScoreCache, model_key  # noqa: E402
+from perceptlite.images.discover import iter_image_files  # noqa: E402
 from perceptlite.errors import ModelNotFoundError  # noqa: E402
 from perceptlite.pipeline import score_items  # noqa: E402
-from perceptlite.registry import load_model  # noqa: E402
-from perceptlite.writers import JsonlWriter  # noqa: E402
+from perceptlite.package.registry import load_model  # noqa: E402
+from perceptlite.records.text import JsonlWriter  # noqa: E402
 
 
 def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 72), per_folder: int = 1000) -> None:

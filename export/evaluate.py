@@ -3,7 +3,7 @@
     python -m export.evaluate --reference CKPT VR.json [VR2.json ...] --images DIR [--axis iqa] [--bf16]
     python -m export.evaluate --package PACKAGE VR.json --images DIR      # ONNX or GGUF, via perceptlite
 
-Same table as `perceptlite eval` (perceptlite.evaluation; a package is scored through perceptlite's one Scorer),
+Same table as `perceptlite eval` (perceptlite.datasets.evaluation; a package is scored through perceptlite's one Scorer),
 so the numbers of the full model, its GGUF port and a distilled student can be put side by side.
 """
 
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from perceptlite.evaluation import VrFileError, evaluate, format_table, scorer_scores
+from perceptlite.datasets.evaluation import VrFileError, evaluate, format_table, scorer_scores
 from perceptlite.records import AXES
 
 

@@ -20,8 +20,8 @@ from typing import Any, Iterable, Iterator, Protocol, Union
 import numpy as np
 from PIL import Image
 
-from .backend import Backend
-from .decode import DEFAULT_MAX_PIXELS, DecodeError, check_array, decode_array, decode_bytes, decode_file, decode_pil
+from .backends.base import Backend
+from .images.decode import DEFAULT_MAX_PIXELS, DecodeError, check_array, decode_array, decode_bytes, decode_file, decode_pil
 from .errors import one_line
 from .records import ScoreResult, error_result, scored_result
 

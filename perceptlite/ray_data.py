@@ -24,7 +24,7 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
-from .decode import DEFAULT_MAX_PIXELS
+from .images.decode import DEFAULT_MAX_PIXELS
 from .records import ScoreResult
 from .scorer import Scorer, ScoreOptions
 
@@ -57,7 +57,7 @@ class RayScorer:
 
     def to_table(self, results: list[ScoreResult]):
         """Score results as a pyarrow Table with the Parquet score columns."""
-        from .parquet import arrow_table
+        from .records.parquet import arrow_table
 
         return arrow_table(results, self.package.name, self.package.package_hash)
 

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from PIL import Image
 
-from .manifest import ModelPackage
+from .package.manifest import ModelPackage
 from .records import AXES
 from .scorer import Scorer, ScoreOptions
 

@@ -21,16 +21,16 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from .backend import Backend, load_backend
-from .decode import DEFAULT_MAX_PIXELS
-from .manifest import ModelPackage
-from .memory import set_decode_memory
+from .backends.base import Backend, load_backend
+from .images.decode import DEFAULT_MAX_PIXELS
+from .package.manifest import ModelPackage
+from .images.memory import set_decode_memory
 from .pipeline import ImageInput, ResultCache, prepare_item, score_group, score_items
 from .records import ScoreResult
-from .registry import load_model
+from .package.registry import load_model
 
 if TYPE_CHECKING:
-    from .cache import ScoreCache
+    from .datasets.cache import ScoreCache
 
 __all__ = ["Scorer", "ScoreOptions", "ScoreResult"]
 
@@ -63,7 +63,7 @@ class Scorer:
             set_decode_memory(self.options.decode_memory)
         self.cache: ScoreCache | None = None
         if self.options.cache is not None:
-            from .cache import ScoreCache, model_key
+            from .datasets.cache import ScoreCache, model_key
 
             self.cache = ScoreCache(self.options.cache, model_key(self.package, self.options.variant))
         self._lock = threading.Lock()

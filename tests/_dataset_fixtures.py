@@ -12,7 +12,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from perceptlite.manifest import write_package
+from perceptlite.package.manifest import write_package
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_SIZE = 32
