@@ -7,7 +7,7 @@ Three scores per image, each 0-100 (higher is better): aesthetics (``iaa``), tec
 from __future__ import annotations
 
 from .records import AXES, ScoreResult
-from .scorer import Scorer, ScoreOptions
+from .scorer import ScoreOptions, Scorer
 
 __all__ = ["AXES", "Scorer", "ScoreOptions", "ScoreResult", "__version__"]
 

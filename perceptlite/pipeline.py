@@ -9,20 +9,22 @@ flat however many files stream in. Failures become records with an ``error``; th
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol, Union
+from typing import Any, Protocol, Union
 
 import numpy as np
 from PIL import Image
 
 from .backends.base import Backend
-from .images.decode import DEFAULT_MAX_PIXELS, DecodeError, check_array, decode_array, decode_bytes, decode_file, decode_pil
 from .errors import one_line
+from .images.decode import DEFAULT_MAX_PIXELS, DecodeError, check_array, decode_array, decode_bytes, decode_file, decode_pil
 from .records import ScoreResult, error_result, scored_result
 
 # What the pipeline scores: a file path, the bytes of an encoded image, a PIL image, or an
@@ -54,7 +56,9 @@ def default_jobs() -> int:
 _ENCODED = (bytes, bytearray, memoryview)
 
 
-def prepare_item(backend: Backend, item: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS, cache: ResultCache | None = None) -> _Prepared | ScoreResult:
+def prepare_item(
+    backend: Backend, item: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS, cache: ResultCache | None = None
+) -> _Prepared | ScoreResult:
     """Decode (as the backend asks) and prepare one input; a ScoreResult when it failed or the
     cache already knows it. Only file paths have a `path` (and are cached)."""
     in_memory = isinstance(item, (Image.Image, np.ndarray, *_ENCODED))
@@ -103,10 +107,7 @@ def score_items(
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="perceptlite-decode") as pool:
         try:
             while True:
-                while len(pending) < window:
-                    item = next(source, _END)
-                    if item is _END:
-                        break
+                for item in itertools.islice(source, window - len(pending)):  # top up to `window` in flight
                     pending.append(pool.submit(prepare_item, backend, item, max_pixels, cache))
                 if not pending:
                     break
@@ -123,7 +124,6 @@ def score_items(
                 future.cancel()
 
 
-_END = object()
 NOT_A_NUMBER = "the model's output for this image is not a number (NaN or Infinity); no scores"
 
 

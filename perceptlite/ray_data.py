@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .images.decode import DEFAULT_MAX_PIXELS
 from .records import ScoreResult
-from .scorer import Scorer, ScoreOptions
+from .scorer import ScoreOptions, Scorer
 
 INSTALL_HINT = 'pip install "perceptlite[ray]"'
 
@@ -34,7 +35,14 @@ INSTALL_HINT = 'pip install "perceptlite[ray]"'
 class RayScorer:
     """A ``map_batches`` callable: loads the model once (one Scorer), then scores each batch of paths or bytes."""
 
-    def __init__(self, model: str | os.PathLike[str] | None = None, device: str = "cpu", threads: int | None = None, variant: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        variant: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
         self.scorer = Scorer(model, ScoreOptions(device=device, threads=threads, variant=variant, max_pixels=max_pixels, jobs=1))
         self.package = self.scorer.package
 
@@ -45,7 +53,7 @@ class RayScorer:
             data = list(batch["bytes"])
             results = self.score_bytes(data, paths or [None] * len(data))
         elif paths is not None:
-            results = list(self.scorer.score_many(paths))
+            results = list(self.scorer.score_many([path or "" for path in paths]))  # no path: "file not found"
         else:
             raise ValueError("perceptlite RayScorer: a batch needs a 'path' or a 'bytes' column")
         return self.to_table(results)
@@ -62,7 +70,17 @@ class RayScorer:
         return arrow_table(results, self.package.name, self.package.package_hash)
 
 
-def score_dataset(dataset, model: str | os.PathLike | None = None, *, device: str = "cpu", concurrency: int = 1, num_cpus: float = 1, num_gpus: float = 0, batch_size: int = 64, threads: int | None = None):
+def score_dataset(
+    dataset,
+    model: str | os.PathLike | None = None,
+    *,
+    device: str = "cpu",
+    concurrency: int = 1,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    batch_size: int = 64,
+    threads: int | None = None,
+):
     """``dataset.map_batches(RayScorer, ...)`` with `concurrency` workers, each holding one model."""
     return dataset.map_batches(
         RayScorer,

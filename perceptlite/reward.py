@@ -16,14 +16,15 @@ non-negative weights it lies in [0, 1]. An image that cannot be scored gets ``fa
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .package.manifest import ModelPackage
 from .records import AXES
-from .scorer import Scorer, ScoreOptions
+from .scorer import ScoreOptions, Scorer
 
 __all__ = ["PerceptualReward"]
 
@@ -62,8 +63,9 @@ class PerceptualReward:
         rewards = np.full(len(batch), self.failed_reward, dtype=np.float32)
         for index, result in enumerate(self.scorer.score_many(batch)):
             scores = result.scores()
-            if result.ok and all(scores[axis] is not None for axis in self.weights):
-                rewards[index] = sum(weight * scores[axis] for axis, weight in self.weights.items()) / 100.0  # type: ignore[operator]
+            weighted = [weight * value for axis, weight in self.weights.items() if (value := scores[axis]) is not None]
+            if result.ok and len(weighted) == len(self.weights):
+                rewards[index] = sum(weighted) / 100.0
         return rewards
 
 

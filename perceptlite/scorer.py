@@ -18,16 +18,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .backends.base import Backend, load_backend
 from .images.decode import DEFAULT_MAX_PIXELS
-from .package.manifest import ModelPackage
 from .images.memory import set_decode_memory
+from .package.manifest import ModelPackage
+from .package.registry import load_model
 from .pipeline import ImageInput, ResultCache, prepare_item, score_group, score_items
 from .records import ScoreResult
-from .package.registry import load_model
 
 if TYPE_CHECKING:
     from .datasets.cache import ScoreCache
@@ -57,7 +58,9 @@ class Scorer:
         `options`: a ScoreOptions; keyword `fields` (device=..., threads=...) replace its fields."""
         self.options = dataclasses.replace(options or ScoreOptions(), **fields)
         self.package = model if isinstance(model, ModelPackage) else load_model(model)
-        self.backend: Backend = load_backend(self.package, device=self.options.device, threads=self.options.threads, variant=self.options.variant)
+        self.backend: Backend = load_backend(
+            self.package, device=self.options.device, threads=self.options.threads, variant=self.options.variant
+        )
         self.batch_size = self.options.batch_size or self.backend.batch_size
         if self.options.decode_memory is not None:
             set_decode_memory(self.options.decode_memory)

@@ -13,7 +13,8 @@ A backend owns its input contract, so the pipeline only moves work:
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from PIL import Image
 

@@ -11,22 +11,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import sys
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..errors import DEVICES, DeviceError
 from ..package.manifest import GgufSpec, ModelPackage, ModelPackageError
-from .preprocess import Region, draft_size
 from ..unipercept_prompts import VQA_TEMPLATE as VQA_INSTRUCTION  # UniPercept's multiple-choice instruction
+from .preprocess import Region, draft_size
 
 INSTALL_HINT = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "perceptlite[gguf]"'
-CHAT_TEMPLATE = (
-    "<|im_start|>system\n{system}<|im_end|>\n"
-    "<|im_start|>user\n{user}<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
+CHAT_TEMPLATE = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 CONTEXT_TOKENS = 2048
 BATCH_TOKENS = 512
 _GGML_LOG_LEVEL_ERROR = 4  # enum ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
@@ -61,9 +58,7 @@ def import_llama_cpp() -> tuple[Any, Any]:
         import llama_cpp
         import llama_cpp.mtmd_cpp as mtmd_cpp
     except ImportError:
-        raise ModelPackageError(
-            f"GGUF models need llama-cpp-python; install it with: {INSTALL_HINT}"
-        ) from None
+        raise ModelPackageError(f"GGUF models need llama-cpp-python; install it with: {INSTALL_HINT}") from None
     if _logs is None:
         _logs = _LlamaLogs(llama_cpp, mtmd_cpp)
     return llama_cpp, mtmd_cpp
@@ -109,10 +104,7 @@ class GgufBackend:
         self._mtmd_ctx = self._load_projector(verbose)
         self._check_score_tokens()
         self._marker = self._mtmd.mtmd_default_marker().decode("utf-8")
-        self._rating_suffixes = {
-            axis: self._tokenize(self._question_tail(self._spec.rating_prompts[axis]))
-            for axis in package.axes
-        }
+        self._rating_suffixes = {axis: self._tokenize(self._question_tail(self._spec.rating_prompts[axis])) for axis in package.axes}
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -191,7 +183,7 @@ class GgufBackend:
             llama.close()
             self._llama = None
 
-    def __enter__(self) -> "GgufBackend":
+    def __enter__(self) -> GgufBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -216,10 +208,7 @@ class GgufBackend:
     def rate(self, pixels: np.ndarray, axes: Sequence[str] | None = None) -> dict[str, float]:
         """Scores 0-100 for one prepared image; the image prefix is evaluated once for all axes."""
         prefix = self._eval_image_prefix(pixels)
-        return {
-            axis: expected_score(self._score_logits_after(prefix, self._rating_suffixes[axis]))
-            for axis in (axes or self.package.axes)
-        }
+        return {axis: expected_score(self._score_logits_after(prefix, self._rating_suffixes[axis])) for axis in (axes or self.package.axes)}
 
     def score_token_logits(self, pixels: np.ndarray, axis: str) -> np.ndarray:
         """The 101 score-token logits (scores 0..100) at the last position of one rating prompt."""

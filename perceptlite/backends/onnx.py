@@ -10,7 +10,7 @@ several threads.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -130,7 +130,9 @@ class OnnxBackend:
         for axis, spec in self.package.outputs.items():
             values = np.asarray(outputs[spec.tensor], dtype=np.float64).reshape(count, -1)
             if spec.index >= values.shape[1]:
-                raise ModelPackageError(f"{self.package.path}: output {spec.tensor!r} has {values.shape[1]} column(s), but outputs.{axis}.index is {spec.index}")
+                raise ModelPackageError(
+                    f"{self.package.path}: output {spec.tensor!r} has {values.shape[1]} column(s), but outputs.{axis}.index is {spec.index}"
+                )
             raw = values[:, spec.index]
             # NaN or Infinity from the model stays NaN (the pipeline makes it an error record), never a clipped 0 or 100.
             columns[axis] = np.where(np.isfinite(raw), np.clip(spec.scale * raw + spec.offset, 0.0, 100.0), np.nan)
@@ -150,14 +152,18 @@ class OnnxBackend:
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         if crops is None:
             if len(inputs) > 1:
-                raise ModelPackageError(f"{weights}: graph takes {len(inputs)} inputs but the manifest describes one ('input.crops' missing)")
+                raise ModelPackageError(
+                    f"{weights}: graph takes {len(inputs)} inputs but the manifest describes one ('input.crops' missing)"
+                )
             return None
         shape = inputs.get(crops.tensor)
         if shape is None:
             raise ModelPackageError(f"{weights}: graph has no input {crops.tensor!r} named in the manifest's input.crops")
         expected = [crops.count, 3, crops.size, crops.size]
         if len(shape) != 5 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
-            raise ModelPackageError(f"{weights}: graph input {crops.tensor!r} has shape {shape}, manifest's input.crops says [N, {', '.join(map(str, expected))}]")
+            raise ModelPackageError(
+                f"{weights}: graph input {crops.tensor!r} has shape {shape}, manifest's input.crops says [N, {', '.join(map(str, expected))}]"
+            )
         return crops.tensor
 
     def _check_input_size(self, weights) -> None:
@@ -166,8 +172,7 @@ class OnnxBackend:
         expected = list(self.spec.size)
         if any(d is not None and d != e for d, e in zip(fixed, expected)):
             raise ModelPackageError(
-                f"{weights}: graph input is {shape[2]}x{shape[3]} but the manifest's input.size is "
-                f"{expected[0]}x{expected[1]}"
+                f"{weights}: graph input is {shape[2]}x{shape[3]} but the manifest's input.size is {expected[0]}x{expected[1]}"
             )
 
     def _check_output_columns(self, weights) -> None:

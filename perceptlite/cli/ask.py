@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import click
 
-from ..images.decode import DecodeError, decode_file
 from ..errors import PerceptliteError
+from ..images.decode import DecodeError, decode_file
 from ..package.registry import load_model
 from .options import exits_on_errors, model_options
 
@@ -17,11 +17,27 @@ from .options import exits_on_errors, model_options
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.argument("question")
 @model_options(required=True, help="A gguf model package: name or folder (ask needs UniPercept itself).")
-@click.option("--choices", "choices", default=None, metavar="LETTERS", help="Multiple choice: use UniPercept's VQA prompt and answer with one of these letters, e.g. ABCD.")
+@click.option(
+    "--choices",
+    "choices",
+    default=None,
+    metavar="LETTERS",
+    help="Multiple choice: use UniPercept's VQA prompt and answer with one of these letters, e.g. ABCD.",
+)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Longest free-form answer, in tokens.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
 @exits_on_errors
-def command(image: str, question: str, model: str, variant: str | None, device: str, threads: int | None, choices: str | None, max_tokens: int, verbose: bool) -> None:
+def command(
+    image: str,
+    question: str,
+    model: str,
+    variant: str | None,
+    device: str,
+    threads: int | None,
+    choices: str | None,
+    max_tokens: int,
+    verbose: bool,
+) -> None:
     """Answer QUESTION about IMAGE (greedy, short); with --choices, print the chosen letter."""
     package = load_model(model)
     if package.backend != "gguf":

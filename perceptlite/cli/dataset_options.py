@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import click
 
 from ..errors import PerceptliteError
-from ..records.names import display_name, escape_unsafe
 from ..records import ScoreResult
+from ..records.names import display_name, escape_unsafe
 from ..scorer import Scorer
 from .options import EXIT_USAGE
 
@@ -75,7 +75,10 @@ class DatasetRun:
         except PerceptliteError as exc:
             return [exc]
         if not self.quiet:
-            click.echo(f"perceptlite: cache {display_name(self.cache_path)}: {self.cache.hits} reused, {self.cache.stored} newly scored", err=True)
+            click.echo(
+                f"perceptlite: cache {display_name(self.cache_path or '')}: {self.cache.hits} reused, {self.cache.stored} newly scored",
+                err=True,
+            )
         return []
 
 

@@ -15,15 +15,28 @@ import click
 
 from ..datasets.evaluation import evaluate, format_table, scorer_scores
 from ..records import AXES
-from ..scorer import Scorer, ScoreOptions
+from ..scorer import ScoreOptions, Scorer
 from .options import EXIT_OK, EXIT_SOME_FAILED, batch_size_option, exits_on_errors, model_options
 
 
 @click.command("eval")
 @click.argument("vr_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--images", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder the VR files' image paths are relative to.")
+@click.option(
+    "--images",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder the VR files' image paths are relative to.",
+)
 @model_options()
-@click.option("--axis", "axes", type=click.Choice(AXES + ("all",)), multiple=True, default=("all",), show_default=True, help="Axis to correlate with gt_score (repeat; 'all' = iaa, iqa and ista).")
+@click.option(
+    "--axis",
+    "axes",
+    type=click.Choice(AXES + ("all",)),
+    multiple=True,
+    default=("all",),
+    show_default=True,
+    help="Axis to correlate with gt_score (repeat; 'all' = iaa, iqa and ista).",
+)
 @batch_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
 @exits_on_errors

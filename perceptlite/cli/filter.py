@@ -12,9 +12,9 @@ import sys
 import click
 
 from ..datasets.file_actions import CONFLICT_POLICIES, LINK_TYPES, FileActionError, TargetFolder, execute, plan, relative_to_root
-from ..records.names import display_name
-from ..records import ScoreResult
 from ..datasets.query import FIELDS, compile_where
+from ..records import ScoreResult
+from ..records.names import display_name
 from ..records.text import stdout_text
 from .options import EXIT_OK, EXIT_SOME_FAILED, exits_on_errors, fail
 from .sources import gather_results, score_source_options
@@ -27,8 +27,11 @@ def select(results: list[ScoreResult], where: str | None, top: int | None, botto
     predicate = compile_where(where) if where else (lambda record: True)
     chosen = [result for result in results if result.error is None and predicate(result.as_dict())]
     if top is not None or bottom is not None:
-        ranked = [result for result in chosen if getattr(result, by) is not None]
-        ranked.sort(key=lambda result: getattr(result, by), reverse=top is not None)
+        if by is None:
+            raise ValueError("--top/--bottom need an axis (--by)")
+        axis = by
+        ranked = [result for result in chosen if getattr(result, axis) is not None]
+        ranked.sort(key=lambda result: getattr(result, axis), reverse=top is not None)
         chosen = ranked[: top if top is not None else bottom]
     return chosen
 
@@ -41,14 +44,14 @@ def destinations(results: list[ScoreResult], roots: tuple[str, ...]) -> list[tup
     if roots:
         bases = list(roots)
     else:
-        folders = [os.path.dirname(os.path.abspath(result.path)) for result in results]
+        folders = [os.path.dirname(os.path.abspath(result.file)) for result in results]
         bases = [os.path.commonpath(folders)] if folders else []
     pairs = []
     for result in results:
-        relative = relative_to_root(result.path, bases)
+        relative = relative_to_root(result.file, bases)
         if relative is None:
-            raise FileActionError(f"{result.path!r}: not inside any of {', '.join(map(repr, bases))}; refusing to place it")
-        pairs.append((result.path, relative))
+            raise FileActionError(f"{result.file!r}: not inside any of {', '.join(map(repr, bases))}; refusing to place it")
+        pairs.append((result.file, relative))
     return pairs
 
 
@@ -62,12 +65,20 @@ def destinations(results: list[ScoreResult], roots: tuple[str, ...]) -> list[tup
 @click.option("--move-to", type=click.Path(file_okay=False), help="Move the selected files here (copy, fsync, then delete the source).")
 @click.option("--link-to", type=click.Path(file_okay=False), help="Link the selected files here (see --link-type).")
 @click.option("--link-type", type=click.Choice(LINK_TYPES), default="symlink", show_default=True, help="Kind of link for --link-to.")
-@click.option("--on-conflict", type=click.Choice(CONFLICT_POLICIES), default="error", show_default=True, help="When a destination exists: stop before doing anything, skip the file, or add -1, -2, ... to its name.")
+@click.option(
+    "--on-conflict",
+    type=click.Choice(CONFLICT_POLICIES),
+    default="error",
+    show_default=True,
+    help="When a destination exists: stop before doing anything, skip the file, or add -1, -2, ... to its name.",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be copied/moved/linked; change nothing.")
 @click.option("-0", "--null", "null", is_flag=True, help="Separate printed paths with NUL instead of newline (for xargs -0).")
 @score_source_options
 @exits_on_errors
-def command(paths, where, top, bottom, by, copy_to, move_to, link_to, link_type, on_conflict, dry_run, null, from_scores, cache_path, model, device) -> None:
+def command(
+    paths, where, top, bottom, by, copy_to, move_to, link_to, link_type, on_conflict, dry_run, null, from_scores, cache_path, model, device
+) -> None:
     """Select images (PATHS, or the records of --from-scores) whose scores match; print their paths or act on them."""
     targets = [(name, folder) for name, folder in (("copy", copy_to), ("move", move_to), ("link", link_to)) if folder]
     if len(targets) > 1:
@@ -98,7 +109,7 @@ def command(paths, where, top, bottom, by, copy_to, move_to, link_to, link_type,
 
 def _require_scored_files(chosen: list[ScoreResult]) -> None:
     """Act only on files that are there under the exact name that was scored; refuse before acting."""
-    missing = [result.path for result in chosen if not os.path.isfile(result.path)]
+    missing = [result.file for result in chosen if not os.path.isfile(result.file)]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise FileActionError(f"{display_name(missing[0])}{more}: scored but no longer a file under that name; nothing was done")
@@ -107,15 +118,17 @@ def _require_scored_files(chosen: list[ScoreResult]) -> None:
 def _print_paths(chosen: list[ScoreResult], null: bool) -> None:
     """Paths for a pipe exactly as they are (newline- or NUL-separated); on a terminal, in the
     display form that shows control characters and undecodable bytes as escapes."""
-    if not null and any("\n" in result.path for result in chosen):
+    if not null and any("\n" in result.file for result in chosen):
         click.echo("warning: some paths contain a newline; use -0 to separate paths unambiguously", err=True)
     terminal = sys.stdout.isatty()
     with stdout_text() as out:
         for result in chosen:
-            out.write((display_name(result.path) if terminal else result.path) + ("\0" if null else "\n"))
+            out.write((display_name(result.file) if terminal else result.file) + ("\0" if null else "\n"))
 
 
-def _act(chosen: list[ScoreResult], roots: tuple[str, ...], action: str, folder: str, link_type: str, on_conflict: str, dry_run: bool) -> None:
+def _act(
+    chosen: list[ScoreResult], roots: tuple[str, ...], action: str, folder: str, link_type: str, on_conflict: str, dry_run: bool
+) -> None:
     _require_scored_files(chosen)
     pairs = destinations(chosen, roots)
     with TargetFolder(folder, create=not dry_run) as target:
@@ -133,4 +146,3 @@ def _act(chosen: list[ScoreResult], roots: tuple[str, ...], action: str, folder:
                 done += 1
     note = f", skipped {skipped} that already existed" if skipped else ""
     click.echo(f"{PAST_TENSE[action]} {done} file(s) to {display_name(folder)}{note}", err=True)
-

@@ -6,15 +6,15 @@ Exit codes: 0 merged, 2 usage or input errors (an unreadable file, a duplicate p
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import click
 
-from ..images.discover import iter_image_files
 from ..errors import PerceptliteError
-from ..records.names import display_name
+from ..images.discover import iter_image_files
 from ..records import ScoreResult
 from ..records.files import format_of, read, write
+from ..records.names import display_name
 from .options import exits_on_errors
 
 MAX_LISTED = 5
@@ -31,20 +31,20 @@ def merge_results(sources: Iterable[str]) -> list[ScoreResult]:
     merged: list[ScoreResult] = []
     for source in sources:
         for result in read(source):
-            key = os.path.normpath(os.path.abspath(result.path))
+            key = os.path.normpath(os.path.abspath(result.file))
             if key in seen:
                 raise PerceptliteError(
-                    f"{source}: {result.path!r} is also in {seen[key]} (overlapping shards or the same output twice); merge each shard once"
+                    f"{source}: {result.file!r} is also in {seen[key]} (overlapping shards or the same output twice); merge each shard once"
                 )
             seen[key] = source
             merged.append(result)
-    merged.sort(key=lambda result: path_sort_key(result.path))
+    merged.sort(key=lambda result: path_sort_key(result.file))
     return merged
 
 
 def missing_files(results: list[ScoreResult], roots: Iterable[str]) -> list[str]:
     """Image files under `roots` that no record covers."""
-    covered = {os.path.normpath(os.path.abspath(result.path)) for result in results}
+    covered = {os.path.normpath(os.path.abspath(result.file)) for result in results}
     return [path for path in iter_image_files(roots) if os.path.normpath(os.path.abspath(path)) not in covered]
 
 
@@ -60,14 +60,28 @@ def _parquet_model(sources: list[str]) -> tuple[str | None, str | None]:
             found.setdefault((row.get("model"), row.get("model_hash")), source)
     if len(found) > 1:
         (first, a), (second, b) = list(found.items())[:2]
-        raise PerceptliteError(f"{b}: scored with model {second[0]} ({second[1]}) but {a} with {first[0]} ({first[1]}); merge outputs of one model only")
+        raise PerceptliteError(
+            f"{b}: scored with model {second[0]} ({second[1]}) but {a} with {first[0]} ({first[1]}); merge outputs of one model only"
+        )
     return next(iter(found), (None, None))
 
 
 @click.command("merge")
 @click.argument("outputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Merged file; its extension picks the format (.jsonl, .json, .csv, .parquet).")
-@click.option("--check", "check_roots", multiple=True, type=click.Path(exists=True), help="Folder or file that was scored; fail if an image under it is in no output (repeatable).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Merged file; its extension picks the format (.jsonl, .json, .csv, .parquet).",
+)
+@click.option(
+    "--check",
+    "check_roots",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Folder or file that was scored; fail if an image under it is in no output (repeatable).",
+)
 @exits_on_errors
 def command(outputs: tuple[str, ...], output: str, check_roots: tuple[str, ...]) -> None:
     """Join the score files of sharded runs (OUTPUTS) into one, ordered by path; duplicates are an error."""

@@ -10,13 +10,20 @@ import json
 import click
 
 from ..package.manifest import load_package
-from ..records.names import display_name, escape_unsafe
 from ..package.registry import DEFAULT_MODEL, MODEL_PATH_ENV, iter_packages, resolve_model
+from ..records.names import display_name, escape_unsafe
 from .options import exits_on_errors
 
 
 @click.group("models", invoke_without_command=True)
-@click.option("--path", "extra", multiple=True, type=click.Path(exists=True, file_okay=False), metavar="FOLDER", help="Also list packages in FOLDER (a package or a folder of packages).")
+@click.option(
+    "--path",
+    "extra",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    metavar="FOLDER",
+    help="Also list packages in FOLDER (a package or a folder of packages).",
+)
 @click.pass_context
 def command(ctx: click.Context, extra: tuple[str, ...]) -> None:
     """List the bundled model packages, those on PERCEPTLITE_MODEL_PATH and those given."""
@@ -30,7 +37,9 @@ def command(ctx: click.Context, extra: tuple[str, ...]) -> None:
     for entry in entries:
         default = " (default)" if entry.name == DEFAULT_MODEL and entry.source == "bundled" else ""
         # Manifests are not trusted text: control characters are escaped before they reach a terminal.
-        click.echo(escape_unsafe(f"{entry.name:<{width}}  {entry.version:<8} {entry.backend:<5} {entry.source:<8} {entry.description}{default}"))
+        click.echo(
+            escape_unsafe(f"{entry.name:<{width}}  {entry.version:<8} {entry.backend:<5} {entry.source:<8} {entry.description}{default}")
+        )
         click.echo(f"{'':<{width}}  {display_name(str(entry.path))}")
 
 
@@ -54,9 +63,9 @@ def show(model: str, as_json: bool) -> None:
         f"backend:     {package.backend}",
         f"variants:    {_variants(package)}",
         f"input:       {spec.size[1]}x{spec.size[0]} {spec.resize}, {spec.interpolation}, mean {list(spec.mean)}, std {list(spec.std)}",
-        f"outputs:     " + ", ".join(f"{axis}={o.tensor}[{o.index}]*{o.scale:g}{o.offset:+g}" for axis, o in package.outputs.items()),
-        f"files:       " + ", ".join(f"{name} ({entry.get('bytes', 0) / 1e6:.1f} MB)" for name, entry in package.files.items()),
-        f"hashes:      ok (sha256 of every file checked)",
+        "outputs:     " + ", ".join(f"{axis}={o.tensor}[{o.index}]*{o.scale:g}{o.offset:+g}" for axis, o in package.outputs.items()),
+        "files:       " + ", ".join(f"{name} ({entry.get('bytes', 0) / 1e6:.1f} MB)" for name, entry in package.files.items()),
+        "hashes:      ok (sha256 of every file checked)",
     ]
     for section in ("provenance", "fidelity"):
         for key, value in (raw.get(section) or {}).items():

@@ -15,13 +15,14 @@ import contextlib
 import functools
 import signal
 import sys
-from typing import Any, Callable, NoReturn, TypeVar
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from ..errors import DEVICES, PerceptliteError
-from ..records.names import escape_unsafe
 from ..package.registry import DEFAULT_MODEL
+from ..records.names import escape_unsafe
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143
@@ -78,10 +79,20 @@ def model_option(required: bool = False, help: str | None = None) -> Callable[[F
     return click.option("-m", "--model", default=None, required=required, metavar="NAME|FOLDER", help=text)
 
 
-device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to run the model (auto: a GPU when there is one, else the CPU).")
-variant_option = click.option("--variant", default=None, help="Weight variant of the package, e.g. fp32, int8 or q8_0 [default: the package's].")
+device_option = click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where to run the model (auto: a GPU when there is one, else the CPU).",
+)
+variant_option = click.option(
+    "--variant", default=None, help="Weight variant of the package, e.g. fp32, int8 or q8_0 [default: the package's]."
+)
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads [default: all cores].")
-batch_size_option = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per inference batch [default: the backend's].")
+batch_size_option = click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Images per inference batch [default: the backend's]."
+)
 
 
 def model_options(required: bool = False, help: str | None = None) -> Callable[[F], F]:

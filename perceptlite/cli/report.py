@@ -9,8 +9,8 @@ import sys
 
 import click
 
-from ..records.names import display_name
 from ..datasets.report import write_report
+from ..records.names import display_name
 from .options import EXIT_OK, EXIT_SOME_FAILED, exits_on_errors, fail
 from .sources import gather_results, score_source_options
 

@@ -11,19 +11,19 @@ import contextlib
 import os
 import stat
 import sys
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import click
 
 from ..images.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from ..images.discover import iter_image_files, parse_shard
-from ..package.manifest import ModelPackage
 from ..images.memory import DEFAULT_DECODE_MEMORY
-from ..records.names import display_name
-from ..records import ScoreResult
+from ..package.manifest import ModelPackage
 from ..package.registry import load_model
+from ..records import ScoreResult
 from ..records.files import write
-from ..scorer import Scorer, ScoreOptions
+from ..records.names import display_name
+from ..scorer import ScoreOptions, Scorer
 from .dataset_options import dataset_options, dataset_run
 from .options import (
     EXIT_BROKEN_PIPE,
@@ -56,26 +56,71 @@ def _shard(ctx, param, value):
 @click.option("--json", "fmt", flag_value="json", help="One JSON array of records.")
 @click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON record per line.")
 @click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="Write to FILE (atomically, when the run finishes) instead of stdout; its extension (.json, .jsonl, .csv, .parquet) picks the format unless a format flag is given.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write to FILE (atomically, when the run finishes) instead of stdout; its extension (.json, .jsonl, .csv, .parquet) picks the format unless a format flag is given.",
+)
 @batch_size_option
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Decode worker threads [default: one per core, at least 2].")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Descend into subfolders.")
 @click.option("--hidden", is_flag=True, help="Include hidden files and folders (names starting with '.').")
-@click.option("--shard", callback=_shard, default=None, metavar="I/N", help="Score only shard I of N (0 <= I < N), stable by path below each folder.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse images with more pixels (decompression-bomb guard).")
-@click.option("--decode-memory", type=click.IntRange(min=64), default=DEFAULT_DECODE_MEMORY >> 20, show_default=True, metavar="MB", help="Memory that image decoding may hold at once; bigger images wait their turn, an image that alone needs more is refused.")
+@click.option(
+    "--shard", callback=_shard, default=None, metavar="I/N", help="Score only shard I of N (0 <= I < N), stable by path below each folder."
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Refuse images with more pixels (decompression-bomb guard).",
+)
+@click.option(
+    "--decode-memory",
+    type=click.IntRange(min=64),
+    default=DEFAULT_DECODE_MEMORY >> 20,
+    show_default=True,
+    metavar="MB",
+    help="Memory that image decoding may hold at once; bigger images wait their turn, an image that alone needs more is refused.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
 @dataset_options
 @exits_on_errors
-def command(paths, model, variant, device, threads, fmt, output, batch_size, jobs, recursive, hidden, shard, max_pixels, decode_memory, quiet, cache_path, parquet_path):
+def command(
+    paths,
+    model,
+    variant,
+    device,
+    threads,
+    fmt,
+    output,
+    batch_size,
+    jobs,
+    recursive,
+    hidden,
+    shard,
+    max_pixels,
+    decode_memory,
+    quiet,
+    cache_path,
+    parquet_path,
+):
     """Score images (files or folders, recursively) for iaa, iqa and ista (0-100)."""
     install_sigterm_handler()
     _refuse_inputs_as_outputs(paths, {"-o": output, "--parquet": parquet_path})
     package = load_model(model)
     batch_size = _bounded_batch_size(batch_size, package, decode_memory << 20)
     options = ScoreOptions(
-        device=device, threads=threads, variant=variant, jobs=jobs, batch_size=batch_size,
-        max_pixels=max_pixels, decode_memory=decode_memory << 20, cache=cache_path,
+        device=device,
+        threads=threads,
+        variant=variant,
+        jobs=jobs,
+        batch_size=batch_size,
+        max_pixels=max_pixels,
+        decode_memory=decode_memory << 20,
+        cache=cache_path,
     )
     scorer = Scorer(package, options)
     discovery_failures: list[str] = []
@@ -110,8 +155,8 @@ def command(paths, model, variant, device, threads, fmt, output, batch_size, job
 def _refuse_inputs_as_outputs(paths, outputs: dict[str, str | None]) -> None:
     """Exit 2 before any work when an output file is one of the images this run reads."""
     for option, output in outputs.items():
-        clash = _input_named(output, paths) if output else None
-        if clash is not None:
+        clash = _input_named(output, paths) if output is not None else None
+        if output is not None and clash is not None:
             fail(f"{option} {display_name(output)} is an input of this run ({display_name(clash)}); refusing to overwrite it")
 
 

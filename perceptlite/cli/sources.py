@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import click
 
-from ..images.discover import iter_image_files
 from ..errors import PerceptliteError
+from ..images.discover import iter_image_files
 from ..records import ScoreResult
 from ..records.files import read
 from .options import device_option, model_option
@@ -17,8 +17,18 @@ from .options import device_option, model_option
 def score_source_options(function: Callable) -> Callable:
     """Add --from-scores, --cache, --model and --device to a command."""
     options = [
-        click.option("--from-scores", "from_scores", type=click.Path(dir_okay=False), help="Take scores from this score file (.jsonl, .json, .csv, .parquet) instead of scoring."),
-        click.option("--cache", "cache_path", type=click.Path(dir_okay=False), help="SQLite score cache: reuse cached scores, score and remember the rest."),
+        click.option(
+            "--from-scores",
+            "from_scores",
+            type=click.Path(dir_okay=False),
+            help="Take scores from this score file (.jsonl, .json, .csv, .parquet) instead of scoring.",
+        ),
+        click.option(
+            "--cache",
+            "cache_path",
+            type=click.Path(dir_okay=False),
+            help="SQLite score cache: reuse cached scores, score and remember the rest.",
+        ),
         model_option(),
         device_option,
     ]
@@ -27,7 +37,9 @@ def score_source_options(function: Callable) -> Callable:
     return function
 
 
-def gather_results(paths: tuple[str, ...], from_scores: str | None, cache_path: str | None, model: str | None, device: str) -> list[ScoreResult]:
+def gather_results(
+    paths: tuple[str, ...], from_scores: str | None, cache_path: str | None, model: str | None, device: str
+) -> list[ScoreResult]:
     """Score records for PATHS (or every record of --from-scores when no PATH is given), in input order."""
     if from_scores:
         if cache_path:
@@ -36,7 +48,7 @@ def gather_results(paths: tuple[str, ...], from_scores: str | None, cache_path: 
         if not paths:
             return results
         roots = [os.path.normpath(os.path.abspath(path)) for path in paths]
-        return [result for result in results if _under_any(result.path, roots)]
+        return [result for result in results if _under_any(result.file, roots)]
     if not paths:
         raise PerceptliteError("give image files or folders to score, or --from-scores FILE")
     files = list(iter_image_files(paths))
@@ -47,7 +59,7 @@ def gather_results(paths: tuple[str, ...], from_scores: str | None, cache_path: 
 
 def score_paths(files: list[str], cache_path: str | None, model: str | None, device: str) -> list[ScoreResult]:
     """Score files with the model, through the cache when one is given."""
-    from ..scorer import Scorer, ScoreOptions
+    from ..scorer import ScoreOptions, Scorer
 
     with Scorer(model, ScoreOptions(device=device, cache=cache_path)) as scorer:
         return list(scorer.score_many(files))

@@ -94,8 +94,11 @@ def file_identity(path: str | os.PathLike, content_hash: bool = False) -> FileId
 
 
 def _hash_file(path: str) -> str:
+    digest = hashlib.blake2b()
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "blake2b").hexdigest()[:32]
+        while block := handle.read(1 << 20):  # (hashlib.file_digest is Python 3.11+)
+            digest.update(block)
+    return digest.hexdigest()[:32]
 
 
 class ScoreCache:
@@ -154,8 +157,15 @@ class ScoreCache:
         if not self._pending:
             self._first_pending_at = time.monotonic()
         self._pending.append(
-            (self.model_key, identity.path, identity.size, identity.mtime_ns, identity.content_hash,
-             *(getattr(result, name) for name in NUMERIC_FIELDS), time.time())
+            (
+                self.model_key,
+                identity.path,
+                identity.size,
+                identity.mtime_ns,
+                identity.content_hash,
+                *(getattr(result, name) for name in NUMERIC_FIELDS),
+                time.time(),
+            )
         )
         if len(self._pending) >= COMMIT_EVERY or time.monotonic() - self._first_pending_at >= COMMIT_SECONDS:
             self.commit()
@@ -180,7 +190,7 @@ class ScoreCache:
             for connection in connections:
                 connection.close()
 
-    def __enter__(self) -> "ScoreCache":
+    def __enter__(self) -> ScoreCache:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -235,10 +245,14 @@ class ScoreCache:
                     "so its scores cannot be trusted; delete it or pass another --cache file"
                 )
             if version != SCHEMA_VERSION:
-                raise CacheError(f"{self.path}: score cache format {version}, this perceptlite reads {SCHEMA_VERSION}; pass another --cache file")
+                raise CacheError(
+                    f"{self.path}: score cache format {version}, this perceptlite reads {SCHEMA_VERSION}; pass another --cache file"
+                )
             problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
             if problems != ["ok"]:
-                raise CacheError(f"{self.path}: corrupt score cache ({_one_line('; '.join(problems))}); move it aside or delete it to start a new one")
+                raise CacheError(
+                    f"{self.path}: corrupt score cache ({_one_line('; '.join(problems))}); move it aside or delete it to start a new one"
+                )
             return
         for statement in _SCHEMA.split(";"):
             if statement.strip():
@@ -295,4 +309,6 @@ class ScoreCache:
                 raise CacheError(f"{self.path}: score cache stayed locked by another run for {self.timeout:.0f} s; try again") from None
             raise CacheError(f"{self.path}: cannot use the score cache ({_one_line(exc)})") from None
         except sqlite3.DatabaseError as exc:
-            raise CacheError(f"{self.path}: corrupt or not a perceptlite score cache ({_one_line(exc)}); move it aside or delete it to start a new one") from None
+            raise CacheError(
+                f"{self.path}: corrupt or not a perceptlite score cache ({_one_line(exc)}); move it aside or delete it to start a new one"
+            ) from None

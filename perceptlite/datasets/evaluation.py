@@ -9,13 +9,13 @@ Images that are missing or fail to decode are left out of the correlations and c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PerceptliteError
 from .metrics import Agreement, agreement
-from ..records import AXES
 
 if TYPE_CHECKING:
     from ..scorer import Scorer
@@ -54,15 +54,13 @@ def load_vr(path: str | Path) -> list[VrItem]:
     except OSError as exc:
         raise VrFileError(f"{path}: cannot read it ({exc.strerror or exc}); pass a VR JSON file") from None
     except (ValueError, TypeError, KeyError):
-        raise VrFileError(f"{path}: not a JSON list of {{\"image\", \"gt_score\"}} records (UniPercept VR format)") from None
+        raise VrFileError(f'{path}: not a JSON list of {{"image", "gt_score"}} records (UniPercept VR format)') from None
     if not items:
         raise VrFileError(f"{path}: has no records")
     return items
 
 
-def evaluate(
-    vr_files: Sequence[Path], images: Path, axes: Sequence[str], score: ScoreFunction
-) -> list[EvalRow]:
+def evaluate(vr_files: Sequence[Path], images: Path, axes: Sequence[str], score: ScoreFunction) -> list[EvalRow]:
     """Score every file's images with `score` (paths -> one {axis: value} or None per path) and correlate."""
     rows = []
     for vr_file in vr_files:

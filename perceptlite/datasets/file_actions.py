@@ -17,8 +17,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ..errors import PerceptliteError
 
@@ -85,7 +85,7 @@ class TargetFolder:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "TargetFolder":
+    def __enter__(self) -> TargetFolder:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -131,7 +131,9 @@ class TargetFolder:
         try:
             os.unlink(source)
         except OSError as exc:
-            raise FileActionError(f"{source}: copied to {self.display(relative)} but cannot delete the source ({exc.strerror or exc})") from None
+            raise FileActionError(
+                f"{source}: copied to {self.display(relative)} but cannot delete the source ({exc.strerror or exc})"
+            ) from None
 
     def link(self, source: str, relative: str, link_type: str = "symlink") -> None:
         """Make a symbolic link (to the source's absolute path) or a hard link at `relative`."""

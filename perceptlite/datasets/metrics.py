@@ -60,7 +60,7 @@ def krcc(predicted, truth, chunk: int = 2048) -> float:
     concordant_minus_discordant = 0.0
     ties_x = ties_y = 0.0
     for start in range(0, n, chunk):
-        xi, yi = x[start:start + chunk, None], y[start:start + chunk, None]
+        xi, yi = x[start : start + chunk, None], y[start : start + chunk, None]
         dx, dy = np.sign(xi - x[None, :]), np.sign(yi - y[None, :])
         concordant_minus_discordant += float((dx * dy).sum())
         ties_x += float((dx == 0).sum())
@@ -137,6 +137,6 @@ def agreement(predicted, truth) -> Agreement:
     x, y = _as_pair(predicted, truth)
     parameters = fit_logistic(x, y)
     fitted = logistic4(x, *parameters) if parameters is not None else None
-    used_fit = bool(fitted is not None and np.isfinite(fitted).all() and fitted.std() > 0)
-    linear = _pearson(fitted, y) if used_fit else _pearson(x, y)
+    used_fit = fitted is not None and bool(np.isfinite(fitted).all() and fitted.std() > 0)
+    linear = _pearson(fitted, y) if fitted is not None and used_fit else _pearson(x, y)
     return Agreement(int(x.size), srcc(x, y), krcc(x, y), linear, used_fit)

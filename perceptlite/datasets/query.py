@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import PerceptliteError
 from ..records import NUMERIC_FIELDS as FIELDS
+
 MAX_NESTING = 64  # parentheses and 'not' nested deeper than this are refused (no recursion overflow)
 KEYWORDS = ("and", "or", "not")
 
@@ -78,7 +80,7 @@ def tokenize(text: str) -> list[Token]:
 def compile_where(text: str) -> Predicate:
     """Parse a ``--where`` expression into a predicate over score records."""
     if not text.strip():
-        raise QueryError("--where: empty expression (example: \"iqa >= 60 and iaa >= 50\")")
+        raise QueryError('--where: empty expression (example: "iqa >= 60 and iaa >= 50")')
     return _Parser(text).parse()
 
 
@@ -166,9 +168,10 @@ class _Parser:
 
         def compare(record: Mapping[str, Any]) -> bool:
             values = [operand(record) for operand in operands]
-            if any(value is None for value in values):
+            numbers = [value for value in values if value is not None]
+            if len(numbers) != len(values):
                 return False
-            return all(test(values[i], values[i + 1]) for i, test in enumerate(comparisons))
+            return all(test(numbers[i], numbers[i + 1]) for i, test in enumerate(comparisons))
 
         return compare
 

@@ -11,28 +11,32 @@ import base64
 import html
 import io
 import os
+import re
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 from ..images.decode import DecodeError, decode_file
-from ..records.names import display_name, escape_unsafe
 from ..pipeline import default_jobs
 from ..records import AXES, AXIS_NAMES, ScoreResult
+from ..records.names import display_name, escape_unsafe
+
 THUMBNAIL_SIZE = 192
 EXTREMES = 5  # best and worst images shown per axis
 BINS = 20
+TICKS = (0, 25, 50, 75, 100)
+BREAK_AFTER = "/\\_- "  # a long name wraps after these before it breaks anywhere
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
-.hists{display:flex;flex-wrap:wrap;gap:1.5em}.hists figure{margin:0}
-.hists figcaption{font-size:.85em;text-align:center}
-.row{display:flex;flex-wrap:wrap;gap:.5em;margin:.3em 0 1em}
-.cards{display:flex;flex-wrap:wrap;gap:.8em}
-.card,.mini{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.4em;width:200px;font-size:.8em}
-.mini{width:120px}.mini img{max-width:112px;max-height:112px}
-.card img{max-width:192px;max-height:192px;display:block;margin:auto}
-.name{word-break:break-all;white-space:pre-wrap;margin:.3em 0}
+.hists{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:1.5em}.hists figure{margin:0}
+.hists svg{width:100%;height:auto}.hists figcaption{font-size:.85em;text-align:center}
+.row{display:grid;grid-template-columns:repeat(auto-fill,minmax(120px,1fr));gap:.5em;margin:.3em 0 1em}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:.8em}
+.card,.mini{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.4em;font-size:.8em;min-width:0}
+.mini img{max-width:100%;max-height:112px;display:block;margin:auto}
+.card img{max-width:100%;max-height:192px;display:block;margin:auto}
+.name{overflow-wrap:anywhere;white-space:pre-wrap;margin:.3em 0}
 .noimg{height:100px;display:flex;align-items:center;justify-content:center;color:#999}
 .scores span{display:inline-block;margin-right:.6em}
 button{margin-right:.4em}button[aria-pressed=true]{font-weight:bold}
@@ -99,8 +103,10 @@ def histogram_svg(values: Sequence[float], label: str, bins: int = BINS) -> str:
             f'<rect x="{index * bar:.1f}" y="{height - bar_height:.1f}" width="{bar - 1:.1f}" height="{bar_height:.1f}" fill="#4a7bb7">'
             f"<title>{low}-{high}: {count}</title></rect>"
         )
+    anchors = {0: "start", 100: "end"}  # the outer ticks are anchored inwards: "100" is never clipped
     axis = "".join(
-        f'<text x="{x * width / 100:.0f}" y="{height + 14}" font-size="10" text-anchor="middle">{x}</text>' for x in (0, 25, 50, 75, 100)
+        f'<text x="{x * width / 100:.0f}" y="{height + 14}" font-size="10" text-anchor="{anchors.get(x, "middle")}">{x}</text>'
+        for x in TICKS
     )
     return (
         f'<svg class="histogram" role="img" aria-label="histogram of {html.escape(label)}" width="{width + 10}" height="{height + 20}" '
@@ -114,7 +120,7 @@ def build_report(results: Sequence[ScoreResult], title: str = "perceptlite repor
     scored = [result for result in results if result.error is None and any(getattr(result, axis) is not None for axis in AXES)]
     failed = [result for result in results if result.error is not None]
     with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:
-        thumbnails = list(pool.map(thumbnail_data, [result.path for result in scored]))
+        thumbnails = list(pool.map(thumbnail_data, [result.file for result in scored]))
     thumbnail_of = {id(result): data for result, data in zip(scored, thumbnails)}
     parts = [
         "<!DOCTYPE html>",
@@ -153,7 +159,7 @@ def _extremes(scored: list[ScoreResult], thumbnail_of: dict) -> str:
     for axis in AXES:
         ranked = sorted((r for r in scored if getattr(r, axis) is not None), key=lambda r: getattr(r, axis), reverse=True)
         best = ranked[:EXTREMES]
-        worst = list(reversed(ranked[-EXTREMES:]))
+        worst = list(reversed(ranked[len(best) :][-EXTREMES:]))  # never an image that is already among the best
         for label, group in (("best", best), ("worst", worst)):
             cells = "".join(_mini(result, axis, thumbnail_of.get(id(result))) for result in group)
             parts.append(f'<h3>{axis}: {label}</h3><div class="row extremes" data-axis="{axis}" data-kind="{label}">{cells}</div>')
@@ -162,25 +168,21 @@ def _extremes(scored: list[ScoreResult], thumbnail_of: dict) -> str:
 
 def _mini(result: ScoreResult, axis: str, thumbnail: str | None) -> str:
     return (
-        f'<div class="mini">{_image(thumbnail, result.path)}'
-        f'<div class="name">{_name(os.path.basename(result.path))}</div>{axis} {_score(getattr(result, axis))}</div>'
+        f'<div class="mini">{_image(thumbnail, result.file)}'
+        f'<div class="name">{_name(os.path.basename(result.file))}</div>{axis} {_score(getattr(result, axis))}</div>'
     )
 
 
 def _cards(scored: list[ScoreResult], thumbnail_of: dict) -> str:
-    buttons = "".join(
-        f'<button type="button" data-sort="{key}" aria-pressed="false">{key}</button>' for key in (*AXES, "name")
-    )
-    parts = [
-        f'<h2>All images</h2><p>Sort by: {buttons} <span id="sort-status">in input order</span></p><div id="cards" class="cards">'
-    ]
+    buttons = "".join(f'<button type="button" data-sort="{key}" aria-pressed="false">{key}</button>' for key in (*AXES, "name"))
+    parts = [f'<h2>All images</h2><p>Sort by: {buttons} <span id="sort-status">in input order</span></p><div id="cards" class="cards">']
     for index, result in enumerate(scored):
         data = " ".join(f'data-{axis}="{_sort_value(getattr(result, axis))}"' for axis in AXES)
         scores = "".join(f'<span class="{axis}">{axis} {_score(getattr(result, axis))}</span>' for axis in AXES)
         parts.append(
-            f'<div class="card" data-index="{index}" {data} data-name="{_attribute(display_name(result.path))}">'
-            f"{_image(thumbnail_of.get(id(result)), result.path)}"
-            f'<div class="name">{_name(result.path)}</div>'
+            f'<div class="card" data-index="{index}" {data} data-name="{_attribute(display_name(result.file))}">'
+            f"{_image(thumbnail_of.get(id(result)), result.file)}"
+            f'<div class="name">{_name(result.file)}</div>'
             f'<div class="scores">{scores}</div><div class="size">{result.width}&times;{result.height}</div></div>'
         )
     parts.append("</div>")
@@ -190,7 +192,7 @@ def _cards(scored: list[ScoreResult], thumbnail_of: dict) -> str:
 def _failures(failed: list[ScoreResult]) -> str:
     if not failed:
         return '<h2>Failed files</h2><p id="failures">None.</p>'
-    rows = "".join(f"<tr><td>{_name(result.path)}</td><td>{_text(escape_unsafe(result.error or ''))}</td></tr>" for result in failed)
+    rows = "".join(f"<tr><td>{_name(result.file)}</td><td>{_text(escape_unsafe(result.error or ''))}</td></tr>" for result in failed)
     return f'<h2>Failed files</h2><table id="failures"><tr><th>file</th><th>reason</th></tr>{rows}</table>'
 
 
@@ -210,8 +212,9 @@ def _sort_value(value: float | None) -> str:
 
 def _name(path: str) -> str:
     """A file name as HTML text: its display form (names.py), so control characters and bytes that
-    are not UTF-8 appear as escapes and the page stays valid UTF-8."""
-    return _text(display_name(path))
+    are not UTF-8 appear as escapes and the page stays valid UTF-8; a line may wrap after a folder
+    separator, '_', '-' or a space (<wbr>) rather than in the middle of a word."""
+    return "<wbr>".join(_text(part) for part in re.split(f"(?<=[{re.escape(BREAK_AFTER)}])", display_name(path)))
 
 
 def _text(value: str) -> str:

@@ -17,6 +17,7 @@ import stat
 import threading
 import warnings
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -65,14 +66,14 @@ def enable_plugins() -> bool:
         _heif_state["registered"] = True
         registered = False
         try:
-            import pillow_heif  # type: ignore[import-not-found]
+            import pillow_heif
 
             pillow_heif.register_heif_opener()
             registered = True
         except Exception:  # noqa: BLE001 - optional plugin: absent or broken means "not supported"
             pass
         try:
-            import pillow_avif  # type: ignore[import-not-found]  # noqa: F401  (registers itself)
+            import pillow_avif  # noqa: F401  (registers itself)
 
             registered = True
         except Exception:  # noqa: BLE001
@@ -107,8 +108,10 @@ class DecodedImage:
     box: tuple[float, float, float, float] | None = None
 
 
-def decode_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> DecodedImage:
-    """Decode an image file to upright RGB.
+def decode_file(
+    path: str | os.PathLike[str] | IO[bytes], max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+) -> DecodedImage:
+    """Decode an image file (a path, or a binary file object) to upright RGB.
 
     `draft_size` lets JPEG files decode at a reduced scale (1/2, 1/4, 1/8) as long as both sides stay
     at least `draft_size` pixels. Raises DecodeError with a one-line reason.
@@ -128,7 +131,7 @@ def decode_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, d
 _UNIDENTIFIED = "not an image, or a format Pillow cannot read"
 
 
-def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> DecodedImage:
+def decode_bytes(data: bytes | bytearray | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> DecodedImage:
     """Decode an encoded image held in memory (the bytes of a file) exactly as decode_file decodes the file."""
     if len(data) == 0:
         raise DecodeError("empty file (0 bytes)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import zlib
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .decode import IMAGE_EXTENSIONS
 
@@ -108,7 +108,7 @@ def _is_hidden(entry: os.DirEntry) -> bool:
     attributes = getattr(stat, "FILE_ATTRIBUTE_HIDDEN", 0)
     if attributes and os.name == "nt":
         try:
-            return bool(entry.stat(follow_symlinks=False).st_file_attributes & attributes)
+            return bool(getattr(entry.stat(follow_symlinks=False), "st_file_attributes", 0) & attributes)
         except OSError:
             return False
     return False

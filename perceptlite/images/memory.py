@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from PIL import Image
 
@@ -25,7 +25,25 @@ DEFAULT_DECODE_MEMORY = 1 << 30  # bytes
 # Bytes per pixel that Pillow holds for a decoded image of each mode (RGB is stored as 4 bytes).
 _STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 # Extra full-size bytes per pixel while the image is made RGB (copies made before it can be reduced).
-_CONVERSION_BYTES = {"RGBA": 8, "LA": 8, "La": 8, "RGBa": 8, "PA": 8, "P": 8, "1": 1, "I": 9, "F": 9, "I;16": 9, "I;16L": 9, "I;16B": 9, "I;16N": 9, "CMYK": 4, "YCbCr": 4, "LAB": 4, "HSV": 4}
+_CONVERSION_BYTES = {
+    "RGBA": 8,
+    "LA": 8,
+    "La": 8,
+    "RGBa": 8,
+    "PA": 8,
+    "P": 8,
+    "1": 1,
+    "I": 9,
+    "F": 9,
+    "I;16": 9,
+    "I;16L": 9,
+    "I;16B": 9,
+    "I;16N": 9,
+    "CMYK": 4,
+    "YCbCr": 4,
+    "LAB": 4,
+    "HSV": 4,
+}
 # Extra bytes per pixel a format's decoder holds while loading: Pillow's WebP decoder keeps
 # libwebp's RGBA canvas and a copy of the frame's bytes besides the image.
 _DECODER_BYTES = {"WEBP": 12}

@@ -160,14 +160,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _require(condition: bool, where: Path, message: str) -> None:
+def _require(condition: object, where: Path, message: str) -> None:
+    """ModelPackageError(where: message) unless `condition` is true."""
     if not condition:
         raise ModelPackageError(f"{where}: {message}")
 
 
 def _parse_input(raw: dict[str, Any], where: Path) -> InputSpec:
     _require(isinstance(raw, dict), where, "'input' must be an object")
-    size = raw.get("size")
+    size: Any = raw.get("size")
     _require(
         isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size),
         where,
@@ -176,9 +177,7 @@ def _parse_input(raw: dict[str, Any], where: Path) -> InputSpec:
     resize = raw.get("resize", "stretch")
     _require(resize in RESIZE_MODES, where, f"'input.resize' must be one of {RESIZE_MODES}")
     interpolation = raw.get("interpolation", "bicubic")
-    _require(
-        interpolation in INTERPOLATIONS, where, f"'input.interpolation' must be one of {INTERPOLATIONS}"
-    )
+    _require(interpolation in INTERPOLATIONS, where, f"'input.interpolation' must be one of {INTERPOLATIONS}")
     mean = _numbers(raw.get("mean", list(InputSpec.mean)), 3, where, "input.mean")
     std = _numbers(raw.get("std", list(InputSpec.std)), 3, where, "input.std")
     _require(all(s > 0 for s in std), where, "'input.std' values must be above 0")
@@ -208,9 +207,15 @@ def _parse_crops(raw: Any, where: Path) -> CropSpec:
     cells = raw.get("cells")
     if cells is not None:
         _require(
-            isinstance(cells, list) and cells and all(
-                isinstance(c, list) and len(c) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in c)
-                and 0 <= c[0] < grid[0] and 0 <= c[1] < grid[1] for c in cells
+            isinstance(cells, list)
+            and cells
+            and all(
+                isinstance(c, list)
+                and len(c) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in c)
+                and 0 <= c[0] < grid[0]
+                and 0 <= c[1] < grid[1]
+                for c in cells
             ),
             where,
             "'input.crops.cells' must list [row, col] cells inside the grid",
@@ -247,9 +252,17 @@ def _parse_gguf(raw: Any, files: dict[str, Any], axes: tuple[str, ...], where: P
     _require(isinstance(raw["mmproj"], str) and raw["mmproj"] in files, where, "'gguf.mmproj' must name a file listed in 'files'")
     _require(isinstance(raw["system_message"], str), where, "'gguf.system_message' must be a string")
     ids = raw["score_token_ids"]
-    _require(isinstance(ids, list) and len(ids) == SCORE_TOKENS and all(_is_int(i) and i >= 0 for i in ids), where, f"'gguf.score_token_ids' must be {SCORE_TOKENS} token ids")
+    _require(
+        isinstance(ids, list) and len(ids) == SCORE_TOKENS and all(_is_int(i) and i >= 0 for i in ids),
+        where,
+        f"'gguf.score_token_ids' must be {SCORE_TOKENS} token ids",
+    )
     prompts = raw["rating_prompts"]
-    _require(isinstance(prompts, dict) and all(isinstance(v, str) for v in prompts.values()), where, "'gguf.rating_prompts' must map axes to questions")
+    _require(
+        isinstance(prompts, dict) and all(isinstance(v, str) for v in prompts.values()),
+        where,
+        "'gguf.rating_prompts' must map axes to questions",
+    )
     missing = [axis for axis in axes if axis not in prompts]
     _require(not missing, where, f"'gguf.rating_prompts' has no question for {', '.join(missing)}")
     image_size = raw.get("image_size", 448)
@@ -313,7 +326,9 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
     folder = Path(path).resolve()
     raw = read_manifest(folder)
     where = folder / MANIFEST_NAME
-    _require(raw.get("format") == FORMAT_VERSION, where, f"unsupported 'format' {raw.get('format')!r} (this perceptlite reads {FORMAT_VERSION})")
+    _require(
+        raw.get("format") == FORMAT_VERSION, where, f"unsupported 'format' {raw.get('format')!r} (this perceptlite reads {FORMAT_VERSION})"
+    )
     for key in ("name", "version", "backend", "files", "input", "outputs"):
         _require(key in raw, where, f"missing field '{key}'")
     for key in ("name", "version"):
@@ -333,7 +348,11 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
         _require(target.is_file(), folder, f"missing file {name}")
         if verify:
             size = target.stat().st_size
-            _require(entry.get("bytes", size) == size, folder, f"{name} has {size} bytes, manifest says {entry.get('bytes')} (corrupt or replaced)")
+            _require(
+                entry.get("bytes", size) == size,
+                folder,
+                f"{name} has {size} bytes, manifest says {entry.get('bytes')} (corrupt or replaced)",
+            )
     _check_variants(raw, where)
     outputs = _parse_outputs(raw["outputs"], where)
     return ModelPackage(
@@ -363,10 +382,7 @@ def write_package(folder: str | os.PathLike, manifest: dict[str, Any], model_car
     names = list(manifest["files"])
     manifest = dict(manifest)
     manifest["format"] = FORMAT_VERSION
-    manifest["files"] = {
-        name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
-        for name in names
-    }
+    manifest["files"] = {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size} for name in names}
     _atomic_write_text(folder / MODEL_CARD_NAME, model_card)
     _atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     load_package(folder).verify()

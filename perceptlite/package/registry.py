@@ -11,9 +11,9 @@ by ``os.pathsep``), each either a package itself or a folder of packages.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..errors import ModelNotFoundError
 from .manifest import MANIFEST_NAME, ModelPackage, ModelPackageError, load_package, read_manifest

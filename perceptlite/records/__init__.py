@@ -35,6 +35,13 @@ class ScoreResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def file(self) -> str:
+        """The path of a result scored from (or read back for) a file; ValueError for an in-memory image."""
+        if self.path is None:
+            raise ValueError("this result has no path (an in-memory image was scored)")
+        return self.path
+
     def scores(self) -> dict[str, float | None]:
         """{axis: score} for every axis."""
         return {axis: getattr(self, axis) for axis in AXES}
@@ -51,7 +58,8 @@ def error_result(path: str | None, reason: str, width: int | None = None, height
 
 def scored_result(path: str | None, scores: dict[str, float], width: int, height: int) -> ScoreResult:
     """A record with the scores a backend gave (axes it does not rate stay None)."""
-    return ScoreResult(path, *(scores.get(axis) for axis in AXES), width, height)  # type: ignore[arg-type]
+    axes: dict[str, Any] = {axis: scores.get(axis) for axis in AXES}
+    return ScoreResult(path=path, width=width, height=height, **axes)
 
 
 def rounded(result: ScoreResult) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import csv
 import json
 import math
 import os
-from typing import IO, Any, Iterator, Mapping, Protocol
+from collections.abc import Iterator, Mapping
+from typing import IO, Any, Protocol
 
 from ..errors import PerceptliteError
 from . import AXES, SIZE_FIELDS, ScoreResult  # the data model (records/__init__.py)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..errors import PerceptliteError, one_line
-from .names import from_bytes, readable_text, utf8_or_none
 from . import AXES, FIELDS, SIZE_FIELDS, ScoreResult, rounded
+from .names import from_bytes, readable_text, utf8_or_none
 
 INSTALL_HINT = 'pip install "perceptlite[parquet]"'
 MODEL_COLUMNS = ("model", "model_hash")
@@ -99,7 +100,7 @@ class ParquetScoreWriter:
             if os.path.exists(self._tmp):
                 os.unlink(self._tmp)
 
-    def __enter__(self) -> "ParquetScoreWriter":
+    def __enter__(self) -> ParquetScoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -122,8 +123,8 @@ class ParquetScoreWriter:
 
 def parquet_path(path: str | None) -> tuple[str | None, bytes | None]:
     """The `path` and `path_bytes` cells of a name (see the module docstring)."""
-    raw = utf8_or_none(path) if isinstance(path, str) else None
-    return (readable_text(path), raw) if raw is not None else (path, None)
+    raw = utf8_or_none(path) if path is not None else None
+    return (readable_text(path), raw) if path is not None and raw is not None else (path, None)
 
 
 def read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:

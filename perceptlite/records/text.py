@@ -15,12 +15,13 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any
 
-from .names import display_name, escape_unsafe, json_text
 from . import AXES, FIELDS, SIZE_FIELDS, ScoreResult
 from . import rounded as record
+from .names import display_name, escape_unsafe, json_text
 
 
 class Writer:
@@ -123,6 +124,7 @@ def atomic_output(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        handle: IO[Any]
         if binary:
             handle = os.fdopen(fd, "wb")
         else:
@@ -163,10 +165,9 @@ def output_file(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
     interruption nothing is left behind (no temp file; a regular target is unchanged).
     """
     if is_stream_target(path):
-        mode = "wb" if binary else "w"
-        text = {} if binary else {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
-        with open(path, mode, **text) as handle:
-            yield handle
+        stream: IO[Any] = open(path, "wb") if binary else open(path, "w", encoding="utf-8", errors="surrogateescape", newline="")
+        with stream:
+            yield stream
         return
     with atomic_output(os.path.realpath(path), binary) as handle:
         yield handle

@@ -320,4 +320,3 @@ def test_cli_ask_refuses_a_missing_image(package: Path, tmp_path: Path) -> None:
     result = _cli("ask", str(tmp_path / "nope.jpg"), "What?", "--model", str(package))
     assert result.returncode != 0
     assert "nope.jpg" in result.stderr and "Traceback" not in result.stderr
-

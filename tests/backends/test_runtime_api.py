@@ -6,15 +6,14 @@ import threading
 
 import numpy as np
 import pytest
+from _runtime_fixtures import expected_scores, make_package, tiny_package  # noqa: F401
 from PIL import Image
 
 from perceptlite import Scorer, ScoreResult
+from perceptlite.backends.onnx import choose_providers
 from perceptlite.errors import DeviceError, ModelNotFoundError
 from perceptlite.package.manifest import ModelPackageError
-from perceptlite.backends.onnx import choose_providers
 from perceptlite.package.registry import DEFAULT_MODEL, MODEL_PATH_ENV, iter_packages, resolve_model
-
-from _runtime_fixtures import expected_scores, make_package, tiny_package  # noqa: F401
 
 
 def _photo(seed: int, width=96, height=80) -> np.ndarray:

@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from _runtime_fixtures import make_two_view_package
 from PIL import Image
 
 from perceptlite import Scorer
-from perceptlite.package.manifest import CropSpec, ModelPackageError, load_package
 from perceptlite.backends.preprocess import crop_boxes, draft_size, prepare_crops
-
-from _runtime_fixtures import make_two_view_package
+from perceptlite.package.manifest import CropSpec, ModelPackageError, load_package
 
 PLUS = ((0, 1), (1, 0), (1, 1), (1, 2), (2, 1))
 
@@ -51,7 +50,9 @@ def test_crops_keep_every_pixel_of_large_images(tiny_two_view, tmp_path):
     path = tmp_path / "noisy.png"
     Image.fromarray(noisy).save(path)
     result = Scorer(tiny_two_view, device="cpu").score(str(path))
-    expected = np.mean([(noisy[t:b, l:r] / 255.0 - 0.5) / 0.5 for l, t, r, b in crop_boxes(900, 600, package.input.crops)])
+    expected = np.mean(
+        [(noisy[top:bottom, left:right] / 255.0 - 0.5) / 0.5 for left, top, right, bottom in crop_boxes(900, 600, package.input.crops)]
+    )
     assert result.iqa == pytest.approx(100 / (1 + np.exp(-expected)), abs=1e-3)
     assert (result.width, result.height) == (900, 600)
 

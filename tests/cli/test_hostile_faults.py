@@ -6,26 +6,26 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from perceptlite.package.manifest import write_package
 from perceptlite.scorer import Scorer
 
-from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
-
 REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 
 
 def cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "perceptlite", *map(str, args)], env=ENV, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "perceptlite", *map(str, args)], env=ENV, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def one_line_error(run: subprocess.CompletedProcess, code: int = 2) -> str:
@@ -60,18 +60,30 @@ def _nan_package(folder: Path) -> Path:
         helper.make_node("Concat", ["log", "root", "m"], ["scores"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "nan", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        nodes,
+        "nan",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, 16, 16])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 9])],
-        [numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"), numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half")],
+        [
+            numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+            numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     onnx.save(model, folder / "model.onnx")
     manifest = {
-        "name": "nan", "version": "1", "backend": "onnx", "files": ["model.onnx"],
-        "variants": {"fp32": "model.onnx"}, "default_variant": "fp32",
+        "name": "nan",
+        "version": "1",
+        "backend": "onnx",
+        "files": ["model.onnx"],
+        "variants": {"fp32": "model.onnx"},
+        "default_variant": "fp32",
         "input": {"size": [16, 16], "mean": [0, 0, 0], "std": [1, 1, 1]},
-        "outputs": {axis: {"tensor": "scores", "index": 3 * i, "calibration": {"scale": 10.0, "offset": 50.0}} for i, axis in enumerate(("iaa", "iqa", "ista"))},
+        "outputs": {
+            axis: {"tensor": "scores", "index": 3 * i, "calibration": {"scale": 10.0, "offset": 50.0}}
+            for i, axis in enumerate(("iaa", "iqa", "ista"))
+        },
     }
     return write_package(folder, manifest, "# nan\n")
 

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 from click.testing import CliRunner
 from PIL import Image
 
 from perceptlite.cli import main
 from perceptlite.records import FIELDS
-
-from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 
 
 def _run(*args: str, env: dict | None = None):
@@ -82,7 +81,11 @@ def test_json_round_trip(tiny_package, photos):
     assert result.exit_code == 0
     records = json.loads(result.stdout)
     assert [Path(r["path"]).relative_to(photos).as_posix() for r in records] == [
-        "a.jpg", "b.PNG", "sub/c.webp", "sub/d.jpeg", "ünïcødé 照片.jpg"
+        "a.jpg",
+        "b.PNG",
+        "sub/c.webp",
+        "sub/d.jpeg",
+        "ünïcødé 照片.jpg",
     ]
     for record in records:
         assert list(record) == list(FIELDS)
@@ -112,7 +115,17 @@ def test_hostile_folder(tiny_package, hostile):
     result = _run("score", "-m", tiny_package, hostile, "--json")
     assert result.exit_code == 1
     records = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
-    assert set(records) == {"bomb.png", "dangling.png", "good.jpg", "self.jpg", "text.jpg", "transparent.png", "truncated.jpg", "zero.jpg", "日本語 ñame.png"}
+    assert set(records) == {
+        "bomb.png",
+        "dangling.png",
+        "good.jpg",
+        "self.jpg",
+        "text.jpg",
+        "transparent.png",
+        "truncated.jpg",
+        "zero.jpg",
+        "日本語 ñame.png",
+    }
     expected_errors = {
         "bomb.png": "megapixels",
         "dangling.png": "broken symbolic link",
@@ -164,7 +177,8 @@ def test_interrupted_run_keeps_the_old_file(tiny_package, tmp_path):
     out.write_text("old")
     process = subprocess.Popen(
         [sys.executable, "-m", "perceptlite", "score", "-m", str(tiny_package), str(folder), "--csv", "-o", str(out), "--jobs", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         # Background jobs of a shell start with SIGINT ignored: restore Python's Ctrl-C handling.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -225,7 +239,10 @@ def test_console_script_end_to_end(tiny_package, photos):
     """The real entry point in a fresh process, as a user runs it."""
     process = subprocess.run(
         [sys.executable, "-m", "perceptlite", "score", "--model", str(tiny_package), str(photos), "--jsonl", "--quiet"],
-        capture_output=True, text=True, encoding="utf-8", timeout=120,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
     )
     assert process.returncode == 0, process.stderr
     assert process.stderr == ""
@@ -234,9 +251,8 @@ def test_console_script_end_to_end(tiny_package, photos):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_progress_bar_only_on_a_terminal(tiny_package, photos):
-    import pty
-
     import fcntl
+    import pty
     import termios
 
     master, slave = pty.openpty()
@@ -244,7 +260,9 @@ def test_progress_bar_only_on_a_terminal(tiny_package, photos):
     try:
         process = subprocess.run(
             [sys.executable, "-m", "perceptlite", "score", "-m", str(tiny_package), str(photos), "--jsonl"],
-            stdout=subprocess.PIPE, stderr=slave, timeout=120,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            timeout=120,
         )
         os.close(slave)
         slave = None

@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from _dataset_fixtures import REPO, build_tiny_package, make_images, run_cli
 
 from perceptlite.datasets.cache import CacheError, ScoreCache
 from perceptlite.package.manifest import load_package
 from perceptlite.records import ScoreResult
-
-from _dataset_fixtures import REPO, build_tiny_package, make_images, run_cli
 
 STATS = re.compile(r"cache .*: (\d+) reused, (\d+) newly scored")
 
@@ -88,8 +87,26 @@ def test_killed_run_resumes_and_scores_each_file_once(tmp_path):
     cache = tmp_path / "scores.db"
     output = tmp_path / "scores.jsonl"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "perceptlite", "score", str(images), "-m", str(slow), "--cache", str(cache),
-               "--jsonl", "-o", str(output), "--batch-size", "4", "--threads", "1", "-j", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "perceptlite",
+        "score",
+        str(images),
+        "-m",
+        str(slow),
+        "--cache",
+        str(cache),
+        "--jsonl",
+        "-o",
+        str(output),
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "-j",
+        "1",
+    ]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 90
@@ -125,12 +142,32 @@ def test_ctrl_c_commits_what_was_scored(tmp_path):
     make_images(images, 200)
     cache = tmp_path / "scores.db"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "perceptlite", "score", str(images), "-m", str(slow), "--cache", str(cache),
-               "--jsonl", "--batch-size", "4", "--threads", "1", "-j", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "perceptlite",
+        "score",
+        str(images),
+        "-m",
+        str(slow),
+        "--cache",
+        str(cache),
+        "--jsonl",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "-j",
+        "1",
+    ]
     # A shell's background job starts with SIGINT ignored, and children inherit that: give the run
     # Python's default Ctrl-C handling whoever started the test suite.
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 90
@@ -150,10 +187,28 @@ def test_concurrent_runs_share_one_cache(tmp_path):
     make_images(images, 90)  # part0, part1, part2
     cache = tmp_path / "scores.db"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    base = [sys.executable, "-m", "perceptlite", "score", "-m", str(model), "--cache", str(cache), "--jsonl", "--batch-size", "2", "--threads", "1"]
+    base = [
+        sys.executable,
+        "-m",
+        "perceptlite",
+        "score",
+        "-m",
+        str(model),
+        "--cache",
+        str(cache),
+        "--jsonl",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+    ]
     runs = [
-        subprocess.Popen(base + [str(images / "part0"), str(images / "part1")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-        subprocess.Popen(base + [str(images / "part2"), str(images / "part1")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        subprocess.Popen(
+            base + [str(images / "part0"), str(images / "part1")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ),
+        subprocess.Popen(
+            base + [str(images / "part2"), str(images / "part1")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ),
     ]
     outputs = [run.communicate(timeout=120) for run in runs]
     for run, (stdout, stderr) in zip(runs, outputs):

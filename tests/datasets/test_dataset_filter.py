@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _dataset_fixtures import build_tiny_package, make_images, run_cli
 
 from perceptlite.datasets.file_actions import FileActionError, TargetFolder, safe_relative
-
-from _dataset_fixtures import build_tiny_package, make_images, run_cli
 
 HOSTILE_NAMES = [
     "line\nbreak.png",

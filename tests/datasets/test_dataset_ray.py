@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-
 from _dataset_fixtures import build_tiny_package, make_images, run_cli
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from _dataset_fixtures import build_tiny_package, make_images, run_cli
 
 HOSTILE = "<img src=x onerror=alert(1)>&amp;.png"
@@ -69,7 +68,9 @@ def chromium_paths() -> tuple[str, str] | None:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(chromium_paths() is None, reason="Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+@pytest.mark.skipif(
+    chromium_paths() is None, reason="Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+)
 def test_report_in_a_real_browser(report, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (test extra) is not installed")
     from selenium.webdriver.chrome.service import Service
@@ -112,8 +113,42 @@ def test_report_in_a_real_browser(report, tmp_path):
         assert order("iaa") != initial or initial == sorted(initial)
         expected_best = max(r["iaa"] for r in scored)
         session.find_element(By.CSS_SELECTOR, 'button[data-sort="iaa"]').click()
-        assert float(session.find_element(By.CSS_SELECTOR, "#cards .card").get_attribute("data-iaa")) == pytest.approx(expected_best, abs=0.01)
+        assert float(session.find_element(By.CSS_SELECTOR, "#cards .card").get_attribute("data-iaa")) == pytest.approx(
+            expected_best, abs=0.01
+        )
         assert "highest first" in session.find_element(By.ID, "sort-status").text
+        session.set_window_size(1800, 1000)  # a wide window: the cards use its whole width (issue 13)
+        cards_left, cards_right, last_right = session.execute_script(
+            "var box = document.getElementById('cards').getBoundingClientRect(), right = 0;"
+            "document.querySelectorAll('#cards .card').forEach(function (c) { right = Math.max(right, c.getBoundingClientRect().right); });"
+            "return [box.left, box.right, right];"
+        )
+        assert last_right >= cards_right - 0.05 * (cards_right - cards_left)
+        for tick_right, svg_right in session.execute_script(  # every "100" tick drawn inside its histogram
+            "return Array.prototype.filter.call(document.querySelectorAll('svg.histogram text'), function (t) { return t.textContent === '100'; })"
+            ".map(function (t) { return [t.getBoundingClientRect().right, t.ownerSVGElement.getBoundingClientRect().right]; });"
+        ):
+            assert tick_right <= svg_right + 0.5
         assert [entry for entry in session.get_log("browser") if entry["level"] == "SEVERE"] == []
     finally:
         session.quit()
+
+
+def test_report_layout_fixes():
+    """Issue 13: the "100" tick inside the histogram, names that wrap at separators (not mid-name),
+    cards that fill a wide page, and no image both among the best and the worst of an axis."""
+    from perceptlite.datasets.report import build_report, histogram_svg
+    from perceptlite.records import ScoreResult
+
+    svg = histogram_svg([0.0, 50.0, 100.0], "iaa")
+    last_tick = re.findall(r'<text x="(\d+)"[^>]*text-anchor="(\w+)">100</text>', svg)
+    view_left, _, view_width, _ = map(float, re.search(r'viewBox="([^"]+)"', svg).group(1).split())
+    assert last_tick and last_tick[0][1] == "end" and float(last_tick[0][0]) <= view_left + view_width
+    results = [ScoreResult(f"/photos/holiday_2024/img-{i:02d}.jpg", 10.0 * i, 50.0, 50.0, 10, 10) for i in range(7)]
+    page = build_report(results, jobs=1)
+    assert "break-all" not in page and "overflow-wrap:anywhere" in page
+    assert "/<wbr>photos/<wbr>holiday_<wbr>2024/<wbr>img-<wbr>02.jpg" in page
+    assert "grid-template-columns:repeat(auto-fill,minmax(200px,1fr))" in page  # cards fill the width
+    sections = re.findall(r'data-axis="iaa" data-kind="(best|worst)">(.*?)(?=<h3>|<h2>)', page)
+    names = {kind: re.findall(r"img-<wbr>(\d\d)", cells) for kind, cells in sections}
+    assert names["best"] == ["06", "05", "04", "03", "02"] and names["worst"] == ["00", "01"]  # 7 images: no overlap

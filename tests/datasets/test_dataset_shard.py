@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _dataset_fixtures import build_tiny_package, make_images, run_cli
 
 from perceptlite.package.manifest import load_package
-
-from _dataset_fixtures import build_tiny_package, make_images, run_cli
 
 pq = pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
 
@@ -94,13 +93,12 @@ def test_parquet_has_the_csv_columns_plus_model(tmp_path, model, images):
 
 
 def test_missing_pyarrow_gives_the_install_command(tmp_path, model, images):
-    code = (
-        "import sys; sys.modules['pyarrow'] = None; sys.modules['pyarrow.parquet'] = None\n"
-        "from perceptlite.cli import main; main()\n"
-    )
+    code = "import sys; sys.modules['pyarrow'] = None; sys.modules['pyarrow.parquet'] = None\nfrom perceptlite.cli import main; main()\n"
     run = subprocess.run(
         [sys.executable, "-c", code, "score", str(images), "-m", str(model), "--parquet", str(tmp_path / "x.parquet"), "-q"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 2
     assert 'pip install "perceptlite[parquet]"' in run.stderr and "Traceback" not in run.stderr

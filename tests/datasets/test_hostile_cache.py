@@ -12,19 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runtime_fixtures import make_package
 from PIL import Image
 
 from perceptlite.datasets.cache import APPLICATION_ID, model_key
 from perceptlite.package.manifest import MANIFEST_NAME, load_package, write_package
-
-from _runtime_fixtures import make_package
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 
 
 def score(*args, code: int = 0) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, "-m", "perceptlite", "score", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "perceptlite", "score", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == code, run.stderr
     return run
 
@@ -102,8 +103,10 @@ def test_old_cache_format_is_refused_not_trusted(tmp_path, images):
     package = make_package(tmp_path / "pkg")
     cache = tmp_path / "old.db"
     with sqlite3.connect(cache) as db:
-        db.execute("CREATE TABLE scores (package_hash TEXT, path TEXT, size INTEGER, mtime_ns INTEGER, content_hash TEXT, "
-                   "iaa REAL, iqa REAL, ista REAL, width INTEGER, height INTEGER, scored_at REAL, PRIMARY KEY (package_hash, path))")
+        db.execute(
+            "CREATE TABLE scores (package_hash TEXT, path TEXT, size INTEGER, mtime_ns INTEGER, content_hash TEXT, "
+            "iaa REAL, iqa REAL, ista REAL, width INTEGER, height INTEGER, scored_at REAL, PRIMARY KEY (package_hash, path))"
+        )
         db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         db.execute("PRAGMA user_version = 1")
     before = cache.read_bytes()

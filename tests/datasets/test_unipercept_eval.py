@@ -60,8 +60,20 @@ def test_reference_evaluation_on_a_generated_vr_file(unipercept_sensitive_checkp
     vr = [{"image": r["image"], "gt_score": 1 + 9 * r["gt_score"] / 100} for r in records]
     vr.append({"image": "not-there.png", "gt_score": 5.0})
     (tmp_path / "tiny_ava.json").write_text(json.dumps(vr))
-    status = evaluate.main(["--reference", str(unipercept_sensitive_checkpoint), str(tmp_path / "tiny_ava.json"),
-                            "--images", str(images), "--axis", "iaa", "--device", "cpu", "--json"])
+    status = evaluate.main(
+        [
+            "--reference",
+            str(unipercept_sensitive_checkpoint),
+            str(tmp_path / "tiny_ava.json"),
+            "--images",
+            str(images),
+            "--axis",
+            "iaa",
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
     assert status == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["dataset"] == "tiny_ava" and rows[0]["axis"] == "iaa"
@@ -74,5 +86,9 @@ def test_reference_evaluation_on_a_generated_vr_file(unipercept_sensitive_checkp
 def metrics_row(row: dict):
     from perceptlite.datasets.evaluation import EvalRow
 
-    return EvalRow(row["dataset"], row["axis"], row["failed"],
-                   metrics.Agreement(row["count"], row["srcc"], row["krcc"], row["plcc"], row["logistic_fit"]))
+    return EvalRow(
+        row["dataset"],
+        row["axis"],
+        row["failed"],
+        metrics.Agreement(row["count"], row["srcc"], row["krcc"], row["plcc"], row["logistic_fit"]),
+    )

@@ -10,19 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 from PIL import Image
 
 from perceptlite.images.memory import DecodeBudget
 from perceptlite.scorer import Scorer
-
-from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 
 
 def score(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "perceptlite", "score", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "perceptlite", "score", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=300
+    )
 
 
 def records(run: subprocess.CompletedProcess) -> dict[str, dict]:

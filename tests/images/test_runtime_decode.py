@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 from PIL import Image
 
+from perceptlite.backends.preprocess import draft_size, prepare_pixels
 from perceptlite.images.decode import DecodeError, decode_array, decode_file, decode_pil, to_rgb
 from perceptlite.package.manifest import InputSpec
-from perceptlite.backends.preprocess import draft_size, prepare_pixels
-
-from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 
 
 def _gradient(width=64, height=48) -> np.ndarray:
@@ -59,11 +58,25 @@ def test_palette_with_transparency_composites_on_white(tmp_path):
     assert tuple(pixels[5, 5]) == (255, 255, 255)
 
 
-@pytest.mark.parametrize("suffix, mode", [(".png", "LA"), (".png", "RGBA"), (".png", "I;16"), (".tif", "CMYK"), (".tif", "F"), (".tif", "I"), (".bmp", "L"), (".webp", "RGBA"), (".jpg", "CMYK"), (".jpg", "L")])
+@pytest.mark.parametrize(
+    "suffix, mode",
+    [
+        (".png", "LA"),
+        (".png", "RGBA"),
+        (".png", "I;16"),
+        (".tif", "CMYK"),
+        (".tif", "F"),
+        (".tif", "I"),
+        (".bmp", "L"),
+        (".webp", "RGBA"),
+        (".jpg", "CMYK"),
+        (".jpg", "L"),
+    ],
+)
 def test_files_of_every_mode_decode(tmp_path, suffix, mode):
     base = Image.fromarray(_gradient())
     if mode == "I;16":
-        image = Image.fromarray((np.asarray(base.convert("L")).astype(np.uint16) * 257))
+        image = Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 257)
     elif mode in ("F", "I"):
         image = base.convert("L").convert(mode)
     else:
@@ -109,6 +122,7 @@ def test_animated_gif_uses_first_frame(tmp_path):
 
 def _png_header_bomb(path: Path, width: int, height: int) -> None:
     """A tiny PNG whose header claims a huge size (the classic decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -211,9 +225,9 @@ def _exact_input(image: Image.Image, spec: InputSpec) -> np.ndarray:
 def test_draft_decoding_keeps_model_input_within_tolerance(corpus_dir, tmp_path, photo, draft_factor):
     """JPEG draft decoding plus the reduced resize change the model input no more than a change of
     resize filter (bicubic -> bilinear) does, and the scores by less than half a point."""
-    from perceptlite.scorer import Scorer
-
     from _runtime_fixtures import make_package
+
+    from perceptlite.scorer import Scorer
 
     package = make_package(tmp_path / "model", size=(64, 64), draft_factor=draft_factor)
     scorer = Scorer(package, device="cpu", threads=1)

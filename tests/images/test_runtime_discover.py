@@ -19,8 +19,24 @@ def _touch(path: Path) -> Path:
 @pytest.fixture()
 def tree(tmp_path) -> Path:
     root = tmp_path / "photos"
-    for name in ["b.jpg", "a.JPG", "c.Jpeg", "notes.txt", "d.png", "e.WEBP", "f.bmp", "g.TIFF", "h.tif", "i.gif",
-                 "sub/z.jpg", "sub/deeper/y.png", "sub2/x.jpeg", ".hidden.jpg", ".cache/k.jpg", "ünïcødé 照片.jpg"]:
+    for name in [
+        "b.jpg",
+        "a.JPG",
+        "c.Jpeg",
+        "notes.txt",
+        "d.png",
+        "e.WEBP",
+        "f.bmp",
+        "g.TIFF",
+        "h.tif",
+        "i.gif",
+        "sub/z.jpg",
+        "sub/deeper/y.png",
+        "sub2/x.jpeg",
+        ".hidden.jpg",
+        ".cache/k.jpg",
+        "ünïcødé 照片.jpg",
+    ]:
         _touch(root / name)
     return root
 
@@ -32,8 +48,19 @@ def _relative(paths, root):
 def test_order_extensions_and_recursion(tree):
     found = _relative(iter_image_files([tree]), tree)
     assert found == [
-        "a.JPG", "b.jpg", "c.Jpeg", "d.png", "e.WEBP", "f.bmp", "g.TIFF", "h.tif", "i.gif",
-        "sub/deeper/y.png", "sub/z.jpg", "sub2/x.jpeg", "ünïcødé 照片.jpg",
+        "a.JPG",
+        "b.jpg",
+        "c.Jpeg",
+        "d.png",
+        "e.WEBP",
+        "f.bmp",
+        "g.TIFF",
+        "h.tif",
+        "i.gif",
+        "sub/deeper/y.png",
+        "sub/z.jpg",
+        "sub2/x.jpeg",
+        "ünïcødé 照片.jpg",
     ]
     assert found == _relative(iter_image_files([tree]), tree)  # deterministic
 

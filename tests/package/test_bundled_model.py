@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
-
 from scipy.stats import spearmanr
 
 from perceptlite.package.manifest import AXES, load_package, sha256_file

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from _runtime_fixtures import make_package, tiny_scoring_model
+from onnx import TensorProto, numpy_helper
 from onnx.external_data_helper import set_external_data
 from PIL import Image
 
@@ -20,14 +20,14 @@ from perceptlite.package.manifest import MANIFEST_NAME, write_package
 from perceptlite.package.registry import DEFAULT_MODEL, iter_packages, resolve_model
 from perceptlite.scorer import Scorer
 
-from _runtime_fixtures import make_package, tiny_scoring_model
-
 REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 
 
 def score(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "perceptlite", "score", *map(str, args)], env=ENV, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "perceptlite", "score", *map(str, args)], env=ENV, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture()
@@ -76,10 +76,16 @@ def _external_package(folder: Path, listed: bool) -> Path:
 
 def _manifest(files: list[str]) -> dict:
     return {
-        "name": "ext", "version": "1", "backend": "onnx", "files": files,
-        "variants": {"fp32": "model.onnx"}, "default_variant": "fp32",
+        "name": "ext",
+        "version": "1",
+        "backend": "onnx",
+        "files": files,
+        "variants": {"fp32": "model.onnx"},
+        "default_variant": "fp32",
         "input": {"size": [32, 32]},
-        "outputs": {axis: {"tensor": "scores", "index": i, "calibration": {"scale": 100.0}} for i, axis in enumerate(("iaa", "iqa", "ista"))},
+        "outputs": {
+            axis: {"tensor": "scores", "index": i, "calibration": {"scale": 100.0}} for i, axis in enumerate(("iaa", "iqa", "ista"))
+        },
     }
 
 

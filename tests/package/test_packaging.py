@@ -18,7 +18,8 @@ def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(REPO)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert build.returncode == 0, build.stderr[-2000:]
     (built,) = out.glob("perceptlite-*.whl")
@@ -49,7 +50,9 @@ def test_installed_wheel_scores_with_the_bundled_model(wheel: Path, tmp_path: Pa
     env_path = [str(site)]
     run = subprocess.run(
         [sys.executable, "-I", "-c", f"import sys; sys.path[:0] = {env_path!r}; exec({script!r})", str(site), str(photo)],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     record = json.loads(run.stdout)

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 from PIL import Image
 
 from perceptlite.records.names import display_name, json_text
-
-from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
@@ -35,7 +34,7 @@ HOSTILE_NAMES = [
     "c1\x9bcsi.jpg",
     "bidi\u202egpj.png",
     "del\x7f.jpg",
-    "comma, and \"quote\".jpg",
+    'comma, and "quote".jpg',
     "ünïcødé 照片.jpg",
     os.fsdecode(b"latin1-\xe9t\xe9.jpg"),  # not valid UTF-8
     os.fsdecode(b"lone-\xff\xfe.png"),

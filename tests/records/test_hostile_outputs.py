@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from _runtime_fixtures import tiny_package  # noqa: F401  (pytest fixture)
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
@@ -27,7 +26,9 @@ ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 def score(*args, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "perceptlite", "score", *map(str, args)],
-        env=ENV, capture_output=True, timeout=timeout,
+        env=ENV,
+        capture_output=True,
+        timeout=timeout,
     )
 
 
@@ -119,7 +120,9 @@ def test_signals_clean_up_and_end_the_run(tiny_package, tmp_path, signum, code):
     out.write_text("old")
     process = subprocess.Popen(
         [sys.executable, "-m", "perceptlite", "score", "-m", str(tiny_package), str(folder), "--jsonl", "-o", str(out), "--jobs", "1"],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
@@ -157,7 +160,6 @@ def test_special_files_in_a_folder_get_error_records_and_never_block(tiny_packag
     assert "socket" in records["s.jpeg"]["error"]
     assert all(records[n]["error"] is None for n in ("a.jpg", "b.png", "c.webp"))
     assert direct.returncode == 1 and "FIFO" in direct.stdout.decode()
-
 
 
 def test_a_fifo_as_cache_is_refused_not_opened(tiny_package, photos, tmp_path):
