@@ -79,6 +79,12 @@ def test_another_model_does_not_reuse_the_scores(tmp_path, model):
     assert cache_stats(run.stderr) == (0, 6)
 
 
+def _slow_score_command(images: Path, model: Path, cache: Path, *extra: object) -> list[str]:
+    """`perceptlite score` of a folder with the slow model through a cache, one batch of 4 at a time."""
+    args = ["score", images, "-m", model, "--cache", cache, "--jsonl", *extra, "--batch-size", "4", "--threads", "1", "-j", "1"]
+    return [sys.executable, "-m", "perceptlite", *map(str, args)]
+
+
 def test_killed_run_resumes_and_scores_each_file_once(tmp_path):
     slow = build_tiny_package(tmp_path / "slow", name="tiny-slow", slow_layers=800)
     images = tmp_path / "images"
@@ -87,26 +93,7 @@ def test_killed_run_resumes_and_scores_each_file_once(tmp_path):
     cache = tmp_path / "scores.db"
     output = tmp_path / "scores.jsonl"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    command = [
-        sys.executable,
-        "-m",
-        "perceptlite",
-        "score",
-        str(images),
-        "-m",
-        str(slow),
-        "--cache",
-        str(cache),
-        "--jsonl",
-        "-o",
-        str(output),
-        "--batch-size",
-        "4",
-        "--threads",
-        "1",
-        "-j",
-        "1",
-    ]
+    command = _slow_score_command(images, slow, cache, "-o", output)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 90
@@ -142,24 +129,7 @@ def test_ctrl_c_commits_what_was_scored(tmp_path):
     make_images(images, 200)
     cache = tmp_path / "scores.db"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    command = [
-        sys.executable,
-        "-m",
-        "perceptlite",
-        "score",
-        str(images),
-        "-m",
-        str(slow),
-        "--cache",
-        str(cache),
-        "--jsonl",
-        "--batch-size",
-        "4",
-        "--threads",
-        "1",
-        "-j",
-        "1",
-    ]
+    command = _slow_score_command(images, slow, cache)
     # A shell's background job starts with SIGINT ignored, and children inherit that: give the run
     # Python's default Ctrl-C handling whoever started the test suite.
     process = subprocess.Popen(
