@@ -91,6 +91,10 @@ def test_parquet_has_the_csv_columns_plus_model(tmp_path, model, images):
     run_cli("merge", merged, "-o", back)
     assert back.read_text(encoding="utf-8") == (tmp_path / "scores.csv").read_text(encoding="utf-8")
 
+    only = tmp_path / "only.parquet"  # -o FILE.parquet: the extension picks Parquet (issue 13)
+    assert run_cli("score", images, "-m", model, "-o", only, check=False).returncode == 1  # the broken file
+    assert pq.read_table(only).to_pylist() == table.to_pylist()
+
 
 def test_missing_pyarrow_gives_the_install_command(tmp_path, model, images):
     code = "import sys; sys.modules['pyarrow'] = None; sys.modules['pyarrow.parquet'] = None\nfrom perceptlite.cli import main; main()\n"
