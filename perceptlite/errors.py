@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DEVICES", "PerceptliteError", "ModelNotFoundError", "DeviceError", "ModelPackageError"]
-
-DEVICES = ("auto", "cpu", "cuda")  # where a model runs: --device, ScoreOptions.device, every backend
+__all__ = ["PerceptliteError", "ModelNotFoundError", "DeviceError", "ModelPackageError"]
 
 
 class PerceptliteError(Exception):

@@ -16,9 +16,10 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from ..errors import DEVICES, DeviceError, one_line
+from ..errors import DeviceError, one_line
 from ..package.manifest import ModelPackage, ModelPackageError
 from ..package.onnx_files import check_external_data
+from .base import DEVICES
 from .preprocess import Region, draft_size, prepare_crops, prepare_pixels
 
 INPUT_NAME = "pixels"

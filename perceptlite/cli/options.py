@@ -20,7 +20,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from ..errors import DEVICES, PerceptliteError
+from ..backends.base import DEVICES
+from ..errors import PerceptliteError
 from ..package.registry import DEFAULT_MODEL
 from ..records.names import escape_unsafe
 
