@@ -7,11 +7,13 @@ PYTEST_ARGS ?=
 .PHONY: test install clean-venv
 
 test: $(VENV)/.installed
+	@echo "==> pytest: ruff and mypy on the runtime first, then every test" >&2
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/install-dev.sh
+	@echo "==> building $(VENV) (scripts/install-dev.sh; the first time takes several minutes)" >&2
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-dev.sh
 	touch $@
 

@@ -28,13 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from perceptlite.backend import load_backend  # noqa: E402
-from perceptlite.cache import ScoreCache, model_key  # noqa: E402
-from perceptlite.discover import iter_image_files  # noqa: E402
+from perceptlite import Scorer  # noqa: E402
+from perceptlite.datasets.cache import ScoreCache, model_key  # noqa: E402
 from perceptlite.errors import ModelNotFoundError  # noqa: E402
-from perceptlite.pipeline import score_items  # noqa: E402
-from perceptlite.registry import load_model  # noqa: E402
-from perceptlite.writers import JsonlWriter  # noqa: E402
+from perceptlite.images.discover import iter_image_files  # noqa: E402
+from perceptlite.package.registry import load_model  # noqa: E402
+from perceptlite.records.files import write  # noqa: E402
 
 
 def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 72), per_folder: int = 1000) -> None:
@@ -48,15 +47,13 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 72), per
         Image.fromarray(pixels).save(sub / f"img{index:06d}.jpg", quality=85)
 
 
-def timed_pass(backend, folder: Path, cache_path: Path) -> tuple[float, ScoreCache]:
-    """Seconds to score the folder through the cache, writing JSONL to /dev/null."""
+def timed_pass(scorer: Scorer, folder: Path, cache_path: Path) -> tuple[float, ScoreCache]:
+    """Seconds to score the folder through the cache, writing JSONL to /dev/null (the model is loaded already)."""
     start = time.perf_counter()
-    cache = ScoreCache(cache_path, model_key(backend.package))
-    with open(os.devnull, "w", encoding="utf-8") as sink:
-        writer = JsonlWriter(sink)
-        for result in score_items(backend, iter_image_files([folder]), cache=cache):
+    cache = ScoreCache(cache_path, model_key(scorer.package))
+    with write(os.devnull, "jsonl") as writer:
+        for result in scorer.score_many(iter_image_files([folder]), cache=cache):
             writer.write(result)
-        writer.close()
     cache.close()
     return time.perf_counter() - start, cache
 
@@ -80,11 +77,11 @@ def main() -> None:
             label = "stand-in (no bundled model: student architecture, random weights)"
         folder = tmp_path / "images"
         write_images(folder, args.count)
-        backend = load_backend(package, device=args.device)
+        scorer = Scorer(package, device=args.device)
         cache_path = tmp_path / "scores.db"
 
-        cold, cold_cache = timed_pass(backend, folder, cache_path)
-        warm, warm_cache = timed_pass(backend, folder, cache_path)
+        cold, cold_cache = timed_pass(scorer, folder, cache_path)
+        warm, warm_cache = timed_pass(scorer, folder, cache_path)
         assert cold_cache.stored == args.count and warm_cache.hits == args.count, (cold_cache.stored, warm_cache.hits)
 
         start = time.perf_counter()

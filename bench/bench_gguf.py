@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from perceptlite.gguf_backend import GgufBackend  # noqa: E402
-from perceptlite.manifest import AXES, load_package  # noqa: E402
+from perceptlite.backends.gguf import GgufBackend  # noqa: E402
+from perceptlite.package.manifest import AXES, load_package  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus"
 GIB = 2**30

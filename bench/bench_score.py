@@ -34,7 +34,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from perceptlite.decode import decode_file  # noqa: E402
+from perceptlite.images.decode import decode_file  # noqa: E402
 from perceptlite.pipeline import default_jobs  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -65,7 +65,7 @@ def stand_in_package(folder: Path, size: int = 320) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from perceptlite.manifest import write_package
+    from perceptlite.package.manifest import write_package
 
     rng = np.random.default_rng(0)
     nodes, inits = [], []
@@ -146,7 +146,7 @@ def run_score(folder: Path, model: str, extra: list[str] = ()) -> tuple[float, f
 def model_only_rate(paths: list[Path], model: str, threads: int | None = None) -> float:
     """Images/s of inference alone on inputs prepared beforehand (batches of the backend's size)."""
     from perceptlite import Scorer
-    from perceptlite.decode import decode_file as decode
+    from perceptlite.images.decode import decode_file as decode
 
     scorer = Scorer(model, device="cpu", threads=threads)
     backend = scorer.backend
@@ -180,7 +180,7 @@ def nima_rate(paths: list[Path], batch: int = 16, threads: int = 2) -> float | N
 
 
 def model_file_mb(model: str) -> str:
-    from perceptlite.registry import load_model
+    from perceptlite.package.registry import load_model
 
     package = load_model(model)
     chosen = package.variant_file(None)
@@ -208,7 +208,7 @@ def main() -> None:
         tmp_path = Path(tmp)
         model, label = args.model, args.model
         if model is None:
-            from perceptlite.registry import DEFAULT_MODEL, resolve_model
+            from perceptlite.package.registry import DEFAULT_MODEL, resolve_model
             from perceptlite.errors import ModelNotFoundError
 
             try:

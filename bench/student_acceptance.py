@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.student.acceptance import format_report, measure  # noqa: E402
-from perceptlite.manifest import ModelPackageError, load_package  # noqa: E402
+from perceptlite.package.manifest import ModelPackageError, load_package  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

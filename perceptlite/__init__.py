@@ -6,10 +6,10 @@ Three scores per image, each 0-100 (higher is better): aesthetics (``iaa``), tec
 
 from __future__ import annotations
 
-from .pipeline import ScoreResult
-from .scorer import Scorer
+from .records import AXES, ScoreResult
+from .scorer import ScoreOptions, Scorer
 
-__all__ = ["Scorer", "ScoreResult", "__version__"]
+__all__ = ["AXES", "Scorer", "ScoreOptions", "ScoreResult", "__version__"]
 
 
 def __getattr__(name: str):

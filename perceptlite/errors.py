@@ -20,3 +20,8 @@ class ModelNotFoundError(PerceptliteError):
 class DeviceError(PerceptliteError):
     """The asked ``--device`` has no execution provider in this ONNX Runtime."""
 
+
+def one_line(error: BaseException | str, limit: int = 200) -> str:
+    """An exception's message (or a text) on one line, at most `limit` characters."""
+    text = " ".join(str(error).split()) or (type(error).__name__ if isinstance(error, BaseException) else "")
+    return text[:limit]

@@ -1,56 +1,35 @@
 """The scoring pipeline: decode + prepare in a bounded thread pool, batched inference, input order.
 
+It only moves work: how to decode and prepare an image is the backend's (``draft_size``,
+``prepare``); inference goes through ``backend.infer``. Use it through :class:`perceptlite.Scorer`.
+
 At most ``window`` items are in flight (submitted to the pool but not yet yielded), so memory stays
 flat however many files stream in. Failures become records with an ``error``; the run goes on.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol, Union
+from typing import Any, Protocol, Union
 
 import numpy as np
 from PIL import Image
 
-from .backend import Backend
-from .decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, check_array, decode_array, decode_file, decode_pil
-from .preprocess import draft_size
+from .backends.base import Backend
+from .errors import one_line
+from .images.decode import DEFAULT_MAX_PIXELS, DecodeError, check_array, decode_array, decode_bytes, decode_file, decode_pil
+from .records import ScoreResult, error_result, scored_result
 
-ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """Scores for one image (0-100, higher is better), or an error with the scores left None."""
-
-    path: str | None
-    iaa: float | None
-    iqa: float | None
-    ista: float | None
-    width: int | None
-    height: int | None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The documented record fields, in order."""
-        return {
-            "path": self.path,
-            "iaa": self.iaa,
-            "iqa": self.iqa,
-            "ista": self.ista,
-            "width": self.width,
-            "height": self.height,
-            "error": self.error,
-        }
+# What the pipeline scores: a file path, the bytes of an encoded image, a PIL image, or an
+# HxWx3 (RGB) / HxW (gray) uint8 array.
+ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 
 class ResultCache(Protocol):
@@ -74,14 +53,16 @@ def default_jobs() -> int:
     return max(2, os.cpu_count() or 1)
 
 
-def error_result(path: str | None, reason: str) -> ScoreResult:
-    return ScoreResult(path, None, None, None, None, None, reason)
+_ENCODED = (bytes, bytearray, memoryview)
 
 
-def prepare_item(backend: Backend, item: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS, cache: ResultCache | None = None) -> _Prepared | ScoreResult:
-    """Decode and prepare one input; a ScoreResult when it failed or the cache already knows it."""
-    in_memory = isinstance(item, (Image.Image, np.ndarray))
-    path = None if in_memory else os.fspath(item)
+def prepare_item(
+    backend: Backend, item: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS, cache: ResultCache | None = None
+) -> _Prepared | ScoreResult:
+    """Decode (as the backend asks) and prepare one input; a ScoreResult when it failed or the
+    cache already knows it. Only file paths have a `path` (and are cached)."""
+    in_memory = isinstance(item, (Image.Image, np.ndarray, *_ENCODED))
+    path = None if in_memory else os.fspath(item)  # type: ignore[arg-type]
     if path is not None and cache is not None:
         cached = cache.lookup(path)
         if cached is not None:
@@ -93,24 +74,16 @@ def prepare_item(backend: Backend, item: ImageInput, max_pixels: int = DEFAULT_M
             decoded = decode_array(item, max_pixels)
         elif isinstance(item, Image.Image):
             decoded = decode_pil(item, max_pixels)
-        elif path is not None:
-            decoded = decode_file(path, max_pixels, draft_size(backend.package.input))
-        tensor = prepare_decoded(backend, decoded)
+        elif isinstance(item, _ENCODED):
+            decoded = decode_bytes(item, max_pixels, backend.draft_size)
+        else:
+            decoded = decode_file(path, max_pixels, backend.draft_size)  # type: ignore[arg-type]
+        prepared = backend.prepare(decoded.image, decoded.box)
     except DecodeError as exc:
         return error_result(path, str(exc))
     except (OSError, ValueError, MemoryError) as exc:  # resize/convert on a damaged image
-        return error_result(path, f"cannot process image ({' '.join(str(exc).split())[:200]})")
-    return _Prepared(path, decoded.width, decoded.height, tensor)
-
-
-def prepare_decoded(backend: Backend, decoded: DecodedImage) -> Any:
-    """backend.prepare for a decoded image, passing the draft region to backends that take one."""
-    if decoded.box is None:
-        return backend.prepare(decoded.image)
-    if getattr(backend, "prepare_takes_region", False):
-        return backend.prepare(decoded.image, decoded.box)
-    # Other backends get the picture without the partly filled edge (closest integer crop).
-    return backend.prepare(decoded.image.crop(tuple(round(v) for v in decoded.box)))
+        return error_result(path, f"cannot process image ({one_line(exc)})")
+    return _Prepared(path, decoded.width, decoded.height, prepared)
 
 
 def score_items(
@@ -134,10 +107,7 @@ def score_items(
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="perceptlite-decode") as pool:
         try:
             while True:
-                while len(pending) < window:
-                    item = next(source, _END)
-                    if item is _END:
-                        break
+                for item in itertools.islice(source, window - len(pending)):  # top up to `window` in flight
                     pending.append(pool.submit(prepare_item, backend, item, max_pixels, cache))
                 if not pending:
                     break
@@ -154,7 +124,6 @@ def score_items(
                 future.cancel()
 
 
-_END = object()
 NOT_A_NUMBER = "the model's output for this image is not a number (NaN or Infinity); no scores"
 
 
@@ -168,9 +137,9 @@ def score_group(backend: Backend, group: list, cache: ResultCache | None, infer_
             continue
         axes = by_id[id(entry)]
         if not all(math.isfinite(value) for value in axes.values()):
-            yield ScoreResult(entry.path, None, None, None, entry.width, entry.height, NOT_A_NUMBER)  # never cached
+            yield error_result(entry.path, NOT_A_NUMBER, entry.width, entry.height)  # never cached
             continue
-        result = ScoreResult(entry.path, axes.get("iaa"), axes.get("iqa"), axes.get("ista"), entry.width, entry.height)
+        result = scored_result(entry.path, axes, entry.width, entry.height)
         if cache is not None and result.path is not None:
             cache.store(result)
         yield result

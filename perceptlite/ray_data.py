@@ -20,28 +20,31 @@ the scores equal those of ``perceptlite score`` on the same files.
 
 from __future__ import annotations
 
-import io
-import math
+import dataclasses
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-
-from .backend import load_backend
-from .decode import DEFAULT_MAX_PIXELS, DecodeError, decode_file
-from .pipeline import NOT_A_NUMBER, ScoreResult, error_result, prepare_decoded, score_items
-from .preprocess import draft_size
-from .registry import load_model
+from .images.decode import DEFAULT_MAX_PIXELS
+from .records import ScoreResult
+from .scorer import ScoreOptions, Scorer
 
 INSTALL_HINT = 'pip install "perceptlite[ray]"'
 
 
 class RayScorer:
-    """A ``map_batches`` callable: loads the model once, then scores each batch of paths or bytes."""
+    """A ``map_batches`` callable: loads the model once (one Scorer), then scores each batch of paths or bytes."""
 
-    def __init__(self, model: str | os.PathLike | None = None, device: str = "cpu", threads: int | None = None, variant: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
-        self.package = load_model(model)
-        self.backend = load_backend(self.package, device=device, threads=threads, variant=variant)
-        self.max_pixels = max_pixels
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        variant: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.scorer = Scorer(model, ScoreOptions(device=device, threads=threads, variant=variant, max_pixels=max_pixels, jobs=1))
+        self.package = self.scorer.package
 
     def __call__(self, batch: Mapping[str, Any]):
         """Score one batch (a dict of columns) and return a pyarrow Table of score rows."""
@@ -50,60 +53,34 @@ class RayScorer:
             data = list(batch["bytes"])
             results = self.score_bytes(data, paths or [None] * len(data))
         elif paths is not None:
-            results = list(score_items(self.backend, paths, jobs=1))
+            results = list(self.scorer.score_many([path or "" for path in paths]))  # no path: "file not found"
         else:
             raise ValueError("perceptlite RayScorer: a batch needs a 'path' or a 'bytes' column")
         return self.to_table(results)
 
     def score_bytes(self, data: list[bytes], paths: list[str | None]) -> list[ScoreResult]:
-        """Score encoded images held in memory, decoding them as the CLI decodes files."""
-        draft = draft_size(self.package.input)
-        prepared: list[tuple[int, int, Any] | ScoreResult] = []
-        for blob, path in zip(data, paths):
-            try:
-                decoded = decode_file(io.BytesIO(bytes(blob)), self.max_pixels, draft)
-                prepared.append((decoded.width, decoded.height, prepare_decoded(self.backend, decoded)))
-            except DecodeError as exc:
-                prepared.append(error_result(path, str(exc)))
-            except TypeError:  # decode's reason lookup stats a path; undecodable bytes end here
-                prepared.append(error_result(path, "empty or not an image, or a format Pillow cannot read"))
-        tensors = [entry[2] for entry in prepared if not isinstance(entry, ScoreResult)]
-        scores = iter(self._infer(tensors))
-        results = []
-        for entry, path in zip(prepared, paths):
-            if isinstance(entry, ScoreResult):
-                results.append(entry)
-            else:
-                axes = next(scores)
-                if not all(math.isfinite(value) for value in axes.values()):
-                    results.append(ScoreResult(path, None, None, None, entry[0], entry[1], NOT_A_NUMBER))
-                    continue
-                results.append(ScoreResult(path, axes.get("iaa"), axes.get("iqa"), axes.get("ista"), entry[0], entry[1]))
-        return results
-
-    def _infer(self, tensors: list) -> list[dict[str, float]]:
-        size = self.backend.batch_size
-        out: list[dict[str, float]] = []
-        for start in range(0, len(tensors), size):
-            out += self.backend.infer(tensors[start : start + size])
-        return out
+        """Score encoded images held in memory, decoded as the CLI decodes files; `paths` name them in the records."""
+        scored = self.scorer.score_many(bytes(blob) for blob in data)
+        return [dataclasses.replace(result, path=path) for result, path in zip(scored, paths)]
 
     def to_table(self, results: list[ScoreResult]):
         """Score results as a pyarrow Table with the Parquet score columns."""
-        from .parquet import parquet_path, schema
+        from .records.parquet import arrow_table
 
-        arrow_schema = schema()
-        rows = [result.as_dict() for result in results]
-        columns = {name: [row.get(name) for row in rows] for name in ("path", "iaa", "iqa", "ista", "width", "height", "error")}
-        columns["path"], columns["path_bytes"] = map(list, zip(*map(parquet_path, columns["path"]))) if rows else ([], [])
-        columns["model"] = [self.package.name] * len(rows)
-        columns["model_hash"] = [self.package.package_hash] * len(rows)
-        import pyarrow as pa
-
-        return pa.table(columns, schema=arrow_schema)
+        return arrow_table(results, self.package.name, self.package.package_hash)
 
 
-def score_dataset(dataset, model: str | os.PathLike | None = None, *, device: str = "cpu", concurrency: int = 1, num_cpus: float = 1, num_gpus: float = 0, batch_size: int = 64, threads: int | None = None):
+def score_dataset(
+    dataset,
+    model: str | os.PathLike | None = None,
+    *,
+    device: str = "cpu",
+    concurrency: int = 1,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    batch_size: int = 64,
+    threads: int | None = None,
+):
     """``dataset.map_batches(RayScorer, ...)`` with `concurrency` workers, each holding one model."""
     return dataset.map_batches(
         RayScorer,

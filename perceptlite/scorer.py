@@ -1,72 +1,108 @@
-"""The Python API: ``Scorer(model=...)`` loads a model package once and scores images.
+"""The one way from a model to scores: ``Scorer(model, options)`` loads a model package once and scores images.
 
-    >>> from perceptlite import Scorer
+    >>> from perceptlite import Scorer, ScoreOptions
     >>> scorer = Scorer()                      # the bundled default model
-    >>> scorer.score("photo.jpg").iaa          # or a PIL.Image, or an HxWx3 uint8 array
+    >>> scorer.score("photo.jpg").iaa          # or bytes, a PIL.Image, or an HxWx3 uint8 array
     >>> for result in scorer.score_many(paths): ...
+    >>> Scorer("path/to/package", ScoreOptions(device="cuda", batch_size=32))
+    >>> Scorer(device="cpu", threads=2)       # the same options as keywords
 
-A Scorer is safe to share between threads: decoding runs in the caller's (or the pool's) threads,
-and inference is serialised by a lock, so any backend (ONNX Runtime or llama.cpp) is safe and the
-CPU is not oversubscribed by concurrent sessions.
+Every command, :mod:`perceptlite.ray_data`, the reward helper and ``export``'s evaluation score
+through a Scorer. A Scorer is safe to share between threads: decoding runs in the caller's (or the
+pool's) threads, and inference is serialised by a lock, so any backend (ONNX Runtime or llama.cpp)
+is safe and the CPU is not oversubscribed by concurrent sessions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .backend import Backend, load_backend
-from .decode import DEFAULT_MAX_PIXELS
-from .manifest import ModelPackage
-from .pipeline import ImageInput, ResultCache, ScoreResult, score_group, prepare_item, score_items
-from .registry import load_model
+from .backends.base import Backend, load_backend
+from .images.decode import DEFAULT_MAX_PIXELS
+from .images.memory import set_decode_memory
+from .package.manifest import ModelPackage
+from .package.registry import load_model
+from .pipeline import ImageInput, ResultCache, prepare_item, score_group, score_items
+from .records import ScoreResult
 
-__all__ = ["Scorer", "ScoreResult"]
+if TYPE_CHECKING:
+    from .datasets.cache import ScoreCache
+
+__all__ = ["Scorer", "ScoreOptions", "ScoreResult"]
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How a Scorer runs a model; every field has the CLI option of the same name."""
+
+    device: str = "auto"  # auto, cpu or cuda
+    threads: int | None = None  # inference threads [default: all cores]
+    variant: str | None = None  # weight variant, e.g. fp32 or int8 [default: the package's]
+    jobs: int | None = None  # decode worker threads [default: one per core, at least 2]
+    batch_size: int | None = None  # images per inference batch [default: the backend's]
+    max_pixels: int = DEFAULT_MAX_PIXELS  # refuse images with more pixels (decompression-bomb guard)
+    decode_memory: int | None = None  # bytes image decoding may hold at once, process-wide [default: 1 GiB]
+    cache: str | os.PathLike[str] | None = None  # SQLite score cache: reuse scores of unchanged files
 
 
 class Scorer:
     """Scores images for aesthetics (iaa), quality (iqa) and structure & texture (ista), 0-100."""
 
-    def __init__(
-        self,
-        model: str | os.PathLike | ModelPackage | None = None,
-        device: str = "auto",
-        threads: int | None = None,
-        variant: str | None = None,
-        *,
-        batch_size: int | None = None,
-        jobs: int | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-    ):
-        """`model`: a bundled name, a package folder, or None for the bundled default."""
+    def __init__(self, model: str | os.PathLike[str] | ModelPackage | None = None, options: ScoreOptions | None = None, **fields: Any):
+        """`model`: a bundled name, a package folder, or None for the bundled default.
+        `options`: a ScoreOptions; keyword `fields` (device=..., threads=...) replace its fields."""
+        self.options = dataclasses.replace(options or ScoreOptions(), **fields)
         self.package = model if isinstance(model, ModelPackage) else load_model(model)
-        self.backend: Backend = load_backend(self.package, device=device, threads=threads, variant=variant)
-        self.batch_size = batch_size or self.backend.batch_size
-        self.jobs = jobs
-        self.max_pixels = max_pixels
+        self.backend: Backend = load_backend(
+            self.package, device=self.options.device, threads=self.options.threads, variant=self.options.variant
+        )
+        self.batch_size = self.options.batch_size or self.backend.batch_size
+        if self.options.decode_memory is not None:
+            set_decode_memory(self.options.decode_memory)
+        self.cache: ScoreCache | None = None
+        if self.options.cache is not None:
+            from .datasets.cache import ScoreCache, model_key
+
+            self.cache = ScoreCache(self.options.cache, model_key(self.package, self.options.variant))
         self._lock = threading.Lock()
 
     def score(self, image: ImageInput) -> ScoreResult:
-        """Score one image: a file path, a PIL image, or an HxWx3 uint8 RGB numpy array.
+        """Score one image: a file path, the bytes of an image file, a PIL image, or an HxWx3 uint8 RGB array.
 
         A file that cannot be decoded gives a result with `error` set (it does not raise);
         an array of the wrong shape or type raises ValueError.
         """
-        prepared = prepare_item(self.backend, image, self.max_pixels)
-        return next(score_group(self.backend, [prepared], None, self._lock))
+        prepared = prepare_item(self.backend, image, self.options.max_pixels, self.cache)
+        return next(score_group(self.backend, [prepared], self.cache, self._lock))
 
     def score_many(self, images: Iterable[ImageInput], *, cache: ResultCache | None = None) -> Iterator[ScoreResult]:
-        """Score many images, streaming results in input order (decoding in a thread pool)."""
+        """Score many images, streaming results in input order (decoding in a thread pool).
+        `cache` replaces the options' cache for this call."""
         return score_items(
             self.backend,
             images,
-            jobs=self.jobs,
+            jobs=self.options.jobs,
             batch_size=self.batch_size,
-            max_pixels=self.max_pixels,
-            cache=cache,
+            max_pixels=self.options.max_pixels,
+            cache=cache if cache is not None else self.cache,
             infer_lock=self._lock,
         )
+
+    def close(self) -> None:
+        """Commit and close the score cache, if any (the model itself needs no closing)."""
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"Scorer(model={self.package.name!r} {self.package.version}, backend={self.package.backend})"

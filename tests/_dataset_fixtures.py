@@ -12,7 +12,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from perceptlite.manifest import write_package
+from perceptlite.package.manifest import write_package
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_SIZE = 32
@@ -103,7 +103,9 @@ def make_images(folder: Path, count: int, start: int = 0, size: int = 24, subfol
     return paths
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run `python -m perceptlite ARGS` in a subprocess with few threads."""
     full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     full_env.update(env or {})

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from perceptlite.manifest import write_package
+from perceptlite.package.manifest import write_package
 
 # Per-channel means -> linear 3x3 -> sigmoid: scores move with brightness and colour balance.
 WEIGHTS = np.array([[1.0, -0.5, 0.2], [0.3, 1.0, -0.4], [-0.6, 0.4, 1.0]], dtype=np.float32)

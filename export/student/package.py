@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path, PurePath
 
-from perceptlite.manifest import write_package
+from perceptlite.package.manifest import write_package
 
 from .acceptance import TARGETS, verdicts
 from .network import AXES

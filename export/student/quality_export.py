@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from perceptlite.decode import decode_file
-from perceptlite.preprocess import prepare_crops, prepare_pixels
+from perceptlite.images.decode import decode_file
+from perceptlite.backends.preprocess import prepare_crops, prepare_pixels
 
 from .quality_fit import load_iqa_head
 from .quality_model import PerceptModel, export_model_onnx, input_spec, load_student_weights

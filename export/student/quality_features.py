@@ -1,6 +1,6 @@
 """Feature caches for the quality head: crops of rated photos and of distortion ladders.
 
-Crops are cut exactly as the runtime cuts them (perceptlite.decode + perceptlite.preprocess), and
+Crops are cut exactly as the runtime cuts them (perceptlite.images.decode + perceptlite.backends.preprocess), and
 run through the student's feature extractor with ONNX Runtime. Every cache is a file in the work
 folder, written atomically, so an interrupted step resumes where it stopped.
 """
@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from perceptlite.decode import decode_file
-from perceptlite.preprocess import prepare_crops, prepare_pixels
+from perceptlite.images.decode import decode_file
+from perceptlite.backends.preprocess import prepare_crops, prepare_pixels
 
 from .quality_model import IQA_FEATURES, export_features_onnx, input_spec, load_student_weights
 from .size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side

@@ -1,7 +1,7 @@
 """The two-view model: the distilled student's whole-image view plus native-resolution crops for iqa.
 
     pixels [N, 3, 224, 224]  the whole image, stretched (what the student was trained on)
-    crops  [N, K, 3, 224, 224]  K crops of the full-resolution image (see perceptlite.preprocess.crop_boxes)
+    crops  [N, K, 3, 224, 224]  K crops of the full-resolution image (see perceptlite.backends.preprocess.crop_boxes)
       -> scores [N, 3] (iaa, iqa, ista) on 0-100
 
 One backbone pass covers the whole view and the crops together. `iaa` and `ista` are the student's own
@@ -180,8 +180,8 @@ def export_model_onnx(model: PerceptModel, path: str | Path, crops: int = len(CR
 
 
 def input_spec():
-    """The package's input contract, as the runtime reads it (perceptlite.manifest.InputSpec)."""
-    from perceptlite.manifest import CropSpec, InputSpec
+    """The package's input contract, as the runtime reads it (perceptlite.package.manifest.InputSpec)."""
+    from perceptlite.package.manifest import CropSpec, InputSpec
 
     from .train import INPUT_MEAN, INPUT_STD
 

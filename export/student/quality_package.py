@@ -7,7 +7,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from perceptlite.manifest import write_package
+from perceptlite.package.manifest import write_package
 
 from .quality_model import CROP_CELLS, CROP_GRID, CROP_LAYOUT, CROP_SIZE, IQA_HIDDEN
 from .train import INPUT_MEAN, INPUT_STD

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from perceptlite.decode import decode_file
+from perceptlite.images.decode import decode_file
 
 from .label import Sample, iter_samples, label_samples, read_records
 from .splits import is_heldout

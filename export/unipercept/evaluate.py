@@ -3,8 +3,8 @@
     python -m export.unipercept.evaluate --reference CKPT VR.json [VR2.json ...] --images DIR [--axis iqa] [--bf16]
     python -m export.unipercept.evaluate --package PACKAGE VR.json --images DIR      # ONNX or GGUF, via perceptlite
 
-Same table as `perceptlite eval` (the metric code is perceptlite.metrics), so the numbers of the full model,
-its GGUF port and a distilled student can be put side by side.
+Same table as `perceptlite eval` (perceptlite.datasets.evaluation; a package is scored through perceptlite's one Scorer),
+so the numbers of the full model, its GGUF port and a distilled student can be put side by side.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from perceptlite.commands.eval import AXES, VrFileError, evaluate, format_table
+from perceptlite.datasets.evaluation import VrFileError, evaluate, format_table, scorer_scores
+from perceptlite.records import AXES
 
 
 def reference_score_function(checkpoint: Path, device: str, bf16: bool, axes: tuple[str, ...], trust_checkpoint_code: bool | None = None):
@@ -39,15 +40,9 @@ def reference_score_function(checkpoint: Path, device: str, bf16: bool, axes: tu
 
 def package_score_function(package: str, device: str):
     """A paths -> {axis: score} function backed by a perceptlite model package."""
-    from perceptlite import Scorer
+    from perceptlite import Scorer, ScoreOptions
 
-    scorer = Scorer(package, device=device)
-
-    def score(paths):
-        for result in scorer.score_many([str(p) for p in paths]):
-            yield {axis: getattr(result, axis) for axis in AXES} if result.ok else None
-
-    return score
+    return scorer_scores(Scorer(package, ScoreOptions(device=device)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from perceptlite.manifest import AXES, sha256_file, write_package
+from perceptlite.package.manifest import AXES, sha256_file, write_package
 
 from . import llama_cpp_source, reference as unipercept
 
@@ -148,7 +148,7 @@ def run_converter(overlay: Path, out_file: Path, model_name: str, mmproj: bool) 
 
 def quantize(source: Path, target: Path, variant: str, threads: int) -> None:
     """Quantise an F16 GGUF with llama.cpp (llama_model_quantize)."""
-    from perceptlite.gguf_backend import import_llama_cpp
+    from perceptlite.backends.gguf import import_llama_cpp
 
     llama_cpp, _ = import_llama_cpp()
     ftype = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[variant]
@@ -195,7 +195,7 @@ def read_gguf_metadata(path: Path) -> dict[str, Any]:
 
 def text_model_vocabulary(path: Path, ids: list[int]) -> tuple[dict[str, str], list[str]]:
     """(metadata, token strings of `ids`) of a GGUF text model, read by llama.cpp (vocabulary only)."""
-    from perceptlite.gguf_backend import import_llama_cpp
+    from perceptlite.backends.gguf import import_llama_cpp
 
     llama_cpp, _ = import_llama_cpp()
     model = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)

@@ -1,0 +1,99 @@
+"""Resize and normalise an RGB image to a model's input tensor, as the manifest's ``input`` says."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from ..package.manifest import CropSpec, InputSpec
+
+Region = tuple[float, float, float, float]  # (left, top, right, bottom) in fractional pixels
+
+_FILTERS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+def draft_size(spec: InputSpec) -> int | None:
+    """The smallest side a JPEG may be draft-decoded to without changing what the model sees.
+
+    None when the model reads native-resolution crops: those need every decoded pixel.
+    """
+    if spec.crops is not None:
+        return None
+    return int(round(max(spec.size) * spec.draft_factor))
+
+
+def resize(image: Image.Image, spec: InputSpec, region: Region | None = None) -> Image.Image:
+    """Resize (stretch, or center-crop after matching the short side) to ``spec.size``.
+
+    `region`: the part of `image` that holds the picture (see DecodedImage.box); default all of it.
+    """
+    height, width = spec.size
+    box = region
+    if spec.resize == "center-crop":
+        box = _center_crop_box(region or (0, 0, image.width, image.height), width, height)
+    if image.size == (width, height) and box is None:
+        return image
+    # A box-filter reduce() by an integer factor first, stopping at draft_factor x the target size:
+    # the same tolerance the manifest grants JPEG draft decoding, at a fraction of the bicubic cost.
+    gap = spec.draft_factor if spec.draft_factor >= 1.0 else None
+    return image.resize((width, height), _FILTERS[spec.interpolation], box=box, reducing_gap=gap)
+
+
+def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """RGB image of the input size -> float32 CHW array, scaled to [0, 1] and normalised."""
+    pixels = np.asarray(image, dtype=np.uint8)
+    std = np.asarray(spec.std, dtype=np.float32)
+    scale = (1.0 / (255.0 * std)).reshape(3, 1, 1)
+    bias = (-np.asarray(spec.mean, dtype=np.float32) / std).reshape(3, 1, 1)
+    chw = pixels.transpose(2, 0, 1).astype(np.float32)
+    chw *= scale
+    chw += bias
+    return chw
+
+
+def prepare_pixels(image: Image.Image, spec: InputSpec, region: Region | None = None) -> np.ndarray:
+    """The model input for one RGB image: resize then normalise (float32, shape [3, H, W])."""
+    return to_tensor(resize(image, spec, region), spec)
+
+
+def crop_boxes(width: int, height: int, crops: CropSpec) -> list[tuple[int, int, int, int]]:
+    """Where the native-resolution crops lie in a width x height image (at least `size` each way).
+
+    Each crop is centred on the middle of its grid cell, moved inwards where it would stick out.
+    """
+    rows, cols = crops.grid
+    cells = crops.cells or tuple((r, c) for r in range(rows) for c in range(cols))
+    size = crops.size
+    boxes = []
+    for row, col in cells:
+        top = min(max(round((row + 0.5) * height / rows - size / 2), 0), height - size)
+        left = min(max(round((col + 0.5) * width / cols - size / 2), 0), width - size)
+        boxes.append((left, top, left + size, top + size))
+    return boxes
+
+
+def prepare_crops(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """The native-resolution crops of one RGB image: float32 [count, 3, size, size], normalised."""
+    crops = spec.crops
+    assert crops is not None
+    size = crops.size
+    if min(image.size) < size:  # too small to crop: enlarge so the short side is `size`
+        scale = size / min(image.size)
+        image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.Resampling.BICUBIC)
+    return np.stack([to_tensor(image.crop(box), spec) for box in crop_boxes(image.width, image.height, crops)])
+
+
+def _center_crop_box(region: Region, dst_w: int, dst_h: int) -> Region:
+    # The part of `region` that, scaled to dst, fills it exactly: same as resizing the short side
+    # and cropping the centre, done in one resampling pass.
+    x0, y0, x1, y1 = region
+    src_w, src_h = x1 - x0, y1 - y0
+    scale = max(dst_w / src_w, dst_h / src_h)
+    crop_w, crop_h = dst_w / scale, dst_h / scale
+    left, top = x0 + (src_w - crop_w) / 2, y0 + (src_h - crop_h) / 2
+    return (left, top, left + crop_w, top + crop_h)

@@ -1,0 +1,42 @@
+"""The `perceptlite` command line. Each sub-command lives in its own module in this folder;
+the options, exit codes and error handling they share are in `options.py`."""
+
+from __future__ import annotations
+
+import warnings
+
+import click
+
+from . import ask, eval, filter, merge, models, report, score
+from .options import install_sigterm_handler
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="perceptlite")
+def main() -> None:
+    """Score images for aesthetics (iaa), technical quality (iqa) and structure & texture (ista).
+
+    Exit codes of every command: 0 all done, 1 some files failed (their records say why),
+    2 usage, model or input errors (including no image files found).
+    """
+    silence_library_warnings()
+    install_sigterm_handler()  # SIGTERM unwinds every command like Ctrl-C
+
+
+# Image libraries warn (decompression bomb, truncated TIFF, corrupt EXIF) from these modules; what
+# matters reaches the record's `error`, the rest is noise on stderr.
+_WARNING_MODULES = r"(PIL|pillow_heif|pillow_avif|perceptlite)(\.|$)"
+
+
+def silence_library_warnings() -> None:
+    """Keep image-library warnings off stderr for the whole command."""
+    warnings.filterwarnings("ignore", module=_WARNING_MODULES)
+
+
+main.add_command(score.command)
+main.add_command(models.command)
+main.add_command(ask.command)
+main.add_command(filter.command)
+main.add_command(merge.command)
+main.add_command(report.command)
+main.add_command(eval.command)
