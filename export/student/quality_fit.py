@@ -122,8 +122,8 @@ def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), x.std(axis=0) + 1e-6
 
 
-def fit_iqa_head(work: Path, rank_weight: float = 1.0, teacher_weight: float | None = None) -> dict:
-    """Choose alpha by cross-validation, fit on the whole training part, save WORK/iqa_head.pt + fit.json.
+def fit_iqa_head(work: Path, rank_weight: float = 1.0, teacher_weight: float | None = None, alphas: tuple[float, ...] = ALPHAS) -> dict:
+    """Choose alpha among `alphas` by cross-validation, fit on the whole training part, save WORK/iqa_head.pt + fit.json.
     With teacher labels in WORK (export/student/quality_teacher.py), their term joins at `teacher_weight`."""
     from .quality_teacher import DEFAULT_TEACHER_WEIGHT, teacher_term
 
@@ -136,10 +136,11 @@ def fit_iqa_head(work: Path, rank_weight: float = 1.0, teacher_weight: float | N
     found = teacher_term(work, dev["names"], dev["mos"], held)
     teacher = (pooled(found[0]).astype(np.float64), found[1], teacher_weight) if found and teacher_weight > 0 and len(found[1]) else None
     cv = {}
-    for alpha in ALPHAS:
+    for alpha in alphas:
         cv[alpha] = agreement(cross_validate(x_train, y_train, ladder, pairs, alpha, rank_weight, teacher), y_train)
-    best = max(ALPHAS, key=lambda a: cv[a]["srcc"])
-    without_ranking = agreement(cross_validate(x_train, y_train, ladder, pairs, best, 0.0, teacher), y_train)
+    best = max(alphas, key=lambda a: cv[a]["srcc"])
+    # Without ladders the ranking term is already absent.
+    without_ranking = agreement(cross_validate(x_train, y_train, ladder, pairs, best, 0.0, teacher), y_train) if len(pairs) else cv[best]
     mean, std = _standardisation(x_train)
     head = train_head(x_train, y_train, ladder, pairs, best, rank_weight, mean, std, teacher=teacher)
     torch.save(head.state_dict(), work / "iqa_head.pt")
@@ -152,7 +153,7 @@ def fit_iqa_head(work: Path, rank_weight: float = 1.0, teacher_weight: float | N
         "ladder_steps": int(len(pairs)),
         "cv_5fold_train_part": cv[best],
         "cv_5fold_without_ranking": without_ranking,
-        "cv_by_alpha": {str(a): cv[a] for a in ALPHAS},
+        "cv_by_alpha": {str(a): cv[a] for a in alphas},
         "heldout_features": agreement(predict(head, x[held]), y[held]),
         "training_ladder_steps_in_order": round(ladder_order(head, ladder, pairs), 4),
         "teacher": None,

@@ -135,10 +135,11 @@ def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, stude
     assert again["features"]["computed"] == 0
     assert all((work / name).read_bytes() == content for name, content in written.items())
 
-    # The fit uses them: weight 0 leaves the teacher term out, 0.5 puts it in and moves the head.
-    off = fit_iqa_head(work, teacher_weight=0.0)
+    # The fit uses them: weight 0 leaves the teacher term out, 0.5 puts it in and moves the head
+    # (one weight decay: the cross-validated choice among several is tested above).
+    off = fit_iqa_head(work, teacher_weight=0.0, alphas=(300.0,))
     head_off = load_iqa_head(work)
-    on = fit_iqa_head(work, teacher_weight=0.5)
+    on = fit_iqa_head(work, teacher_weight=0.5, alphas=(300.0,))
     head_on = load_iqa_head(work)
     assert off["teacher"]["term"] == "off" and "cv_5fold_without_teacher" not in off["teacher"]
     recorded = json.loads((work / "fit.json").read_text())["teacher"]
