@@ -188,19 +188,50 @@ def export_cmd(work: Path, student: Path) -> None:
 @click.option("--version", "version", default="0.3.0", show_default=True, help="Package version.")
 @click.option("--name", default="perceptlite-base", show_default=True, help="Package name.")
 @click.option("--measure/--no-measure", default=True, show_default=True, help="Measure the written package through perceptlite.Scorer and put the numbers in its manifest and card.")
+@click.option(
+    "--reuse-measurement",
+    is_flag=True,
+    help="Take the numbers from WORK/acceptance.json instead of measuring again (refused unless it measured these very ONNX files).",
+)
 @click.option("--command", "command", default=None, help="The command line to record as provenance (default: this one).")
-def package(work: Path, out: Path, version: str, name: str, measure: bool, command: str | None) -> None:
+def package(work: Path, out: Path, version: str, name: str, measure: bool, reuse_measurement: bool, command: str | None) -> None:
     """Write the package; then measure it as users get it and write the numbers into it."""
     from .quality_acceptance import measure_package
     from .quality_package import write_quality_package
 
     command = command or _command_line()
-    write_quality_package(work, out, version, command, fidelity=None, name=name)
-    if measure:
-        fidelity = measure_package(out, work)
-        (work / "acceptance.json").write_text(json.dumps(fidelity, indent=2) + "\n")
-        write_quality_package(work, out, version, command, fidelity=fidelity, name=name)
+    if reuse_measurement:
+        write_quality_package(work, out, version, command, fidelity=reused_measurement(work), name=name)
+    else:
+        write_quality_package(work, out, version, command, fidelity=None, name=name)
+        if measure:
+            fidelity = measure_package(out, work)
+            measured = {"files": model_digests(work), "fidelity": fidelity}
+            (work / ACCEPTANCE).write_text(json.dumps(measured, indent=2) + "\n")
+            write_quality_package(work, out, version, command, fidelity=fidelity, name=name)
     click.echo(f"{out}: package written")
+
+
+ACCEPTANCE = "acceptance.json"
+
+
+def model_digests(work: Path) -> dict[str, str]:
+    from perceptlite.package.manifest import sha256_file
+
+    from .quality_package import VARIANT_FILES
+
+    return {filename: sha256_file(work / filename) for filename in VARIANT_FILES.values()}
+
+
+def reused_measurement(work: Path) -> dict:
+    """The fidelity numbers of WORK/acceptance.json, if they were measured on WORK's current ONNX files."""
+    path = work / ACCEPTANCE
+    if not path.is_file():
+        raise click.ClickException(f"{path}: no earlier measurement to reuse (run package without --reuse-measurement)")
+    measured = json.loads(path.read_text())
+    if measured.get("files") != model_digests(work):
+        raise click.ClickException(f"{path}: measured other ONNX files than those in {work}; measure again")
+    return measured["fidelity"]
 
 
 @main.command("all")

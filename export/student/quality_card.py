@@ -106,6 +106,7 @@ def model_card(manifest: dict) -> str:
         f"- `iqa`: a small MLP ({IQA_HIDDEN} hidden units) on the crops' multi-scale statistics (mean and standard deviation",
         "  of every block's output, 16 blocks), averaged over the crops, on the mean-opinion-score scale. Because the crops keep every pixel, noise,",
         "  compression and blur count the same in a 500-px and a 4,000-px photo.",
+        *teacher_lines(fit.get("teacher")),
         "",
         "## What the numbers mean",
         "",
@@ -121,11 +122,12 @@ def model_card(manifest: dict) -> str:
         "",
         *(_ladder_section(fidelity) if fidelity else []),
         "",
-        "## Aesthetics and structure did not regress",
+        "## Aesthetics and structure against 0.1.0",
         "",
         f"On {other.get('images')} clean corpus photos held out from distillation: `iaa` vs NIMA SRCC {_fmt(other.get('iaa_vs_nima_srcc'))}",
         "(0.1.0 on the same photos: 0.821, measured once with the same script; its card's 0.839 was on clean and",
-        "distorted records, a wider and easier range). The iaa head is 0.1.0's; only the monotone map is new.",
+        "distorted records, a wider and easier range). The iaa head is 0.1.0's; only the monotone map and the",
+        f"whole view's resize (`input.draft_factor` {manifest['input'].get('draft_factor')}: box-reduced by an integer factor, then bicubic) are new.",
         f"`iaa` quartiles {other.get('iaa_quartiles_corpus')} (dev photos: {fidelity.get('human', {}).get('iaa_quartiles_dev_photos')}).",
         f"`ista` median-smoothing ladder {_fmt(other.get('ista_median_smoothing_ladder'))} (must fall); `ista` vs added",
         f"Gaussian noise {_fmt(other.get('ista_noise_ladder'))} (must not rise).",
@@ -163,6 +165,7 @@ def model_card(manifest: dict) -> str:
         "  images are outside what it learnt from; check it on your own rated images with `perceptlite eval`.",
         "- `iaa` ranks like NIMA (about 0.6 SRCC with people on AVA), only spread like people.",
         "- `ista` comes from a hand-built texture measure (its teacher discounts noise; measured above, it does not rise with it).",
+        *missed_targets(fidelity),
         "",
         "## Making a real UniPercept distillation",
         "",
@@ -172,3 +175,42 @@ def model_card(manifest: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def teacher_lines(teacher: dict | None) -> list[str]:
+    """The card's words on a second iqa teacher (`quality teacher` + `fit --teacher-weight`); none without one."""
+    if not teacher or not teacher.get("weight"):
+        return []
+    mapping = teacher.get("mapping", {}).get("kind", "as is")
+    return [
+        f"- `iqa` also learnt from a teacher's ratings of {teacher.get('photos')} unrated photos, at weight {teacher['weight']}",
+        f"  of the human term, its scale mapped onto the MOS scale ({mapping}); `provenance.iqa.fit.teacher` has the",
+        "  cross-validated agreement with and without it.",
+    ]
+
+
+def missed_targets(fidelity: dict) -> list[str]:
+    """One card line per acceptance target (fidelity["targets"]) this package misses; none when all are met."""
+    targets = fidelity.get("targets", {})
+    if not targets:
+        return []
+    held = fidelity.get("human", {}).get("heldout", {})
+    other = fidelity.get("aesthetics_and_structure", {})
+    quartiles = other.get("iaa_quartiles_corpus") or [0.0, 0.0, 0.0]
+    checks = [
+        ("`iqa` SRCC with people (held out)", held.get("srcc"), targets.get("iqa_srcc"), ">="),
+        ("`iqa` PLCC with people (held out)", held.get("plcc"), targets.get("iqa_plcc"), ">="),
+        ("`iqa` mean error to people (held out)", held.get("mae"), targets.get("iqa_mae"), "<="),
+        ("`iaa` vs NIMA SRCC", other.get("iaa_vs_nima_srcc"), targets.get("iaa_vs_nima_srcc"), ">="),
+        ("`iaa` interquartile range", round(quartiles[2] - quartiles[0], 2), targets.get("iaa_iqr"), ">="),
+        ("`ista` smoothing ladder", other.get("ista_median_smoothing_ladder"), targets.get("ista_smoothing"), "<="),
+    ]
+    for kind, per_size in fidelity.get("ladders", {}).get("spearman_level_vs_iqa", {}).items():
+        for size, value in per_size.items():
+            checks.append((f"`iqa` {kind} ladder at {size} px", value, targets.get("ladder"), "<="))
+    missed = [
+        f"- Target missed: {what} is {value} (target {sign} {target})."
+        for what, value, target, sign in checks
+        if value is not None and target is not None and not (value >= target if sign == ">=" else value <= target)
+    ]
+    return missed

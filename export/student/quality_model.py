@@ -32,7 +32,7 @@ CROP_SIZE = 224
 # Crop cells on a 3 x 3 grid: the middle row. Measured on the dev photos (5-fold SRCC, frozen
 # features + ridge): centre only 0.774, the middle row 0.798, all 9 cells 0.797, the "plus" (centre and
 # the middle of each edge) 0.805, the 4 corners 0.713 (corners mostly see out-of-focus surroundings).
-# The row costs 4 backbone passes per image with the whole view, the plus 6: speed decides (0.2.0 used the plus).
+# The row costs 4 backbone passes per image with the whole view, the plus 6: speed decides (0.2.0 used the plus, 0.3.0 the row).
 CROP_GRID = (3, 3)
 CROP_CELLS = ((1, 0), (1, 1), (1, 2))
 CROP_LAYOUT = "three cells of the middle row (left, centre, right)"

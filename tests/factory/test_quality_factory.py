@@ -93,6 +93,20 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     for variant in ("fp32", "int8"):
         result = Scorer(package, device="cpu", variant=variant).score(str(photos[1][0]))
         assert result.ok and all(0 <= v <= 100 for v in (result.iaa, result.iqa, result.ista))
+    # `package --reuse-measurement` takes earlier numbers only for the very ONNX files they measured.
+    from click.testing import CliRunner
+
+    from export.student.quality import ACCEPTANCE, main, model_digests
+
+    earlier = {"human": {"heldout": {"srcc": 0.5, "plcc": 0.5, "mae": 20.0, "images": 4}}}
+    (work / ACCEPTANCE).write_text(json.dumps({"files": model_digests(work), "fidelity": earlier}))
+    args = ["package", "--work", str(work), "--out", str(tmp_path / "reused"), "--reuse-measurement"]
+    ran = CliRunner().invoke(main, args)
+    assert ran.exit_code == 0, ran.output
+    assert json.loads((tmp_path / "reused" / "perceptlite.json").read_text())["fidelity"] == earlier
+    (work / ACCEPTANCE).write_text(json.dumps({"files": {"model.onnx": "0" * 64}, "fidelity": earlier}))
+    ran = CliRunner().invoke(main, args)
+    assert ran.exit_code == 1 and "measured other ONNX files" in ran.output
     # Resumable: a second run of the feature steps keeps what is on disk.
     stamp = (work / "dev_features.npz").stat().st_mtime_ns
     cache_dev_features(session, photos, work / "dev_features.npz")
@@ -146,6 +160,13 @@ def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, stude
     assert recorded == on["teacher"] and recorded["weight"] == 0.5 and recorded["photos"] == 6
     assert recorded["term"].startswith("teacher_weight") and "cv_5fold_without_teacher" in recorded
     assert recorded["mapping"]["kind"].startswith("isotonic") and recorded["mapping"]["photos_rated_by_both"] == len(training_dev)
+    # The manifest and card say the head learnt from a teacher too.
+    from export.student.quality_card import teacher_lines
+    from export.student.quality_package import build_manifest
+
+    trained_on = build_manifest(work, "0.0.1", "test", None)["provenance"]["iqa"]["trained_on"]
+    assert "teacher's iqa of 6 unrated photos at weight 0.5" in trained_on
+    assert "6 unrated photos" in " ".join(teacher_lines(recorded)) and teacher_lines(off["teacher"]) == []
     features = torch.from_numpy(np.load(work / TEACHER_FEATURES)["features"].mean(axis=1)).float()
     with torch.no_grad():
         assert not torch.allclose(head_off(features), head_on(features), atol=1e-3)

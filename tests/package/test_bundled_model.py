@@ -62,7 +62,7 @@ def test_hashes_and_manifest(package):
     assert set(package.variants) <= {"fp32", "int8"}
     for variant_file in package.variants.values():
         assert (PACKAGE / variant_file).stat().st_size <= 20_000_000
-    assert package.input.crops is not None and package.input.crops.count == 5
+    assert package.input.crops is not None and package.input.crops.count == 3
     provenance = package.raw["provenance"]
     assert {"iqa", "iaa", "ista", "student", "command", "created"} <= set(provenance)
     assert {"teacher", "training_data", "command", "created"} <= set(provenance["student"])
