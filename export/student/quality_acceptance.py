@@ -4,6 +4,7 @@
   reference, the cross-validated numbers of the fit);
 - `ladders`: Spearman of distortion level vs iqa, per photo, averaged, for each kind at each size,
   on wallpaper photos never trained on;
+- `size_drift`: clean iqa of those photos at each size and at their own;
 - `iaa`: agreement with NIMA on corpus photos held out from distillation, and the spread of iaa;
 - `ista`: the median-smoothing ladder (must fall) and the noise ladder (must not rise);
 - `int8_vs_fp32`: SRCC between the two variants on every axis.
@@ -86,6 +87,27 @@ def size_ladders(scorer: Scorer, photos: Sequence[str], sizes: Sequence[int] = L
     return result
 
 
+def size_drift(scorer: Scorer, photos: Sequence[str], sizes: Sequence[int] = LADDER_SIZES) -> dict:
+    """Clean iqa of the same photos at each ladder size and at their own (native) size: the crops judge
+    pixels at 100 %, so a large photo can score below the same photo downscaled."""
+    per_photo: dict[str, dict[str, float]] = {}
+    native_sizes = set()
+    for name in photos:
+        with Image.open(wallpaper_photo(name)) as source:
+            native = source.convert("RGB")
+        native_sizes.add(max(native.size))
+        views = {str(size): resize_long_side(native, size) for size in sizes}
+        views["native"] = native
+        iqa = score_images(scorer, list(views.values()))[:, 1]
+        per_photo[name] = {key: round(float(value), 1) for key, value in zip(views, iqa)}
+    keys = [*map(str, sizes), "native"]
+    return {
+        "native_long_side_px": sorted(native_sizes),
+        "mean_clean_iqa": {key: round(float(np.mean([v[key] for v in per_photo.values()])), 1) for key in keys},
+        "per_photo": per_photo,
+    }
+
+
 def heldout_corpus(limit: int) -> list[Path]:
     paths = sorted(p for p in CORPUS.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg") and is_heldout(p.name))
     return paths[:limit]
@@ -130,6 +152,7 @@ def measure_package(package: Path, work: Path) -> dict:
         "measured_with": "perceptlite.Scorer on the package's default variant (the runtime's decode, crops and resize)",
         "human": {**human_agreement(scorer), "cv_5fold_train_part": fit["cv_5fold_train_part"]},
         "ladders": {"photos": list(EVAL_WALLPAPERS[:LADDER_PHOTOS]), "spearman_level_vs_iqa": size_ladders(scorer, EVAL_WALLPAPERS[:LADDER_PHOTOS])},
+        "size_drift": size_drift(scorer, EVAL_WALLPAPERS[:LADDER_PHOTOS]),
         "aesthetics_and_structure": iaa_and_ista(scorer, corpus),
         "int8_vs_fp32": variant_agreement(package, dev_held[:80] + corpus[:40]),
         "files_mb": {p.name: round(p.stat().st_size / 1e6, 2) for p in sorted(package.glob("*.onnx"))},

@@ -69,6 +69,42 @@ def _ladder_section(fidelity: dict) -> list[str]:
     return lines
 
 
+def _size_drift_lines(fidelity: dict) -> list[str]:
+    """The same clean photos at each size: what `iqa` judging pixels at 100 % does to a large photo."""
+    drift = fidelity.get("size_drift")
+    if not drift:
+        return []
+    native_px = drift.get("native_long_side_px", [])
+    native = ", ".join(f"{px:,}" for px in native_px)
+    keys = sorted(drift["mean_clean_iqa"], key=lambda key: int(key) if key != "native" else max(native_px, default=0))
+    heads = [f"{key} px" if key != "native" else f"own size ({native} px)" for key in keys]
+    lines = [
+        "",
+        "The same clean photos at each size (`iqa`; a size above the photo's own is an enlargement):",
+        "",
+        "| photo | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for name, values in drift["per_photo"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[key]:.1f}" for key in keys) + " |")
+    lines.append("| mean | " + " | ".join(f"{drift['mean_clean_iqa'][key]:.1f}" for key in keys) + " |")
+    return lines
+
+
+def size_drift_shortfall(fidelity: dict) -> list[str]:
+    """A Known-shortfalls line when a photo at its own size scores well below the same photo at 500 px."""
+    means = fidelity.get("size_drift", {}).get("mean_clean_iqa", {})
+    small, own = means.get("500"), means.get("native")
+    if small is None or own is None or small - own < 5:
+        return []
+    return [
+        f"- `iqa` judges the pixels at 100 %: the same clean photos score {small - own:.0f} points lower on average at their",
+        f"  own size than downscaled to 500 px ({own} vs {small}; table above), most where large smooth surfaces fill the",
+        "  crops. People rated 500-px photos. Compare photos of similar size, or resize to the size you will show",
+        "  them at before scoring.",
+    ]
+
+
 def _speed_lines(speed: dict) -> list[str]:
     if not speed:
         return ["Speed: `bench/bench_score.py` prints images/s end to end, model only and decode only, beside a torch NIMA."]
@@ -121,6 +157,7 @@ def model_card(manifest: dict) -> str:
         *(_human_section(fidelity) if fidelity else ["(not measured yet)"]),
         "",
         *(_ladder_section(fidelity) if fidelity else []),
+        *_size_drift_lines(fidelity or {}),
         "",
         "## Aesthetics and structure against 0.1.0",
         "",
@@ -165,6 +202,7 @@ def model_card(manifest: dict) -> str:
         "  images are outside what it learnt from; check it on your own rated images with `perceptlite eval`.",
         "- `iaa` ranks like NIMA (about 0.6 SRCC with people on AVA), only spread like people.",
         "- `ista` comes from a hand-built texture measure (its teacher discounts noise; measured above, it does not rise with it).",
+        *size_drift_shortfall(fidelity),
         *missed_targets(fidelity),
         "",
         "## Making a real UniPercept distillation",

@@ -93,6 +93,17 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     for variant in ("fp32", "int8"):
         result = Scorer(package, device="cpu", variant=variant).score(str(photos[1][0]))
         assert result.ok and all(0 <= v <= 100 for v in (result.iaa, result.iqa, result.ista))
+    # The size-drift measurement scores one wallpaper at 500 px and at its own size, and the card shows it.
+    from export.student.quality_acceptance import size_drift
+    from export.student.quality_card import model_card, size_drift_shortfall
+
+    drift = size_drift(Scorer(package, device="cpu"), ["Grey"], sizes=(500,))
+    assert set(drift["per_photo"]["Grey"]) == {"500", "native"} and drift["native_long_side_px"][0] >= 1500
+    assert all(0 <= v <= 100 for v in drift["mean_clean_iqa"].values())
+    assert "| Grey |" in model_card({**manifest, "fidelity": {"size_drift": drift}})
+    apart = {"size_drift": {"mean_clean_iqa": {"500": 70.0, "native": 50.0}}}
+    assert "20 points lower" in " ".join(size_drift_shortfall(apart))
+    assert size_drift_shortfall({"size_drift": {"mean_clean_iqa": {"500": 70.0, "native": 68.0}}}) == []
     # `package --reuse-measurement` takes earlier numbers only for the very ONNX files they measured.
     from click.testing import CliRunner
 
