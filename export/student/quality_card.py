@@ -246,9 +246,8 @@ def missed_targets(fidelity: dict) -> list[str]:
     for kind, per_size in fidelity.get("ladders", {}).get("spearman_level_vs_iqa", {}).items():
         for size, value in per_size.items():
             checks.append((f"`iqa` {kind} ladder at {size} px", value, targets.get("ladder"), "<="))
-    missed = [
+    return [
         f"- Target missed: {what} is {value} (target {sign} {target})."
         for what, value, target, sign in checks
         if value is not None and target is not None and not (value >= target if sign == ">=" else value <= target)
     ]
-    return missed

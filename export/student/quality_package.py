@@ -31,6 +31,7 @@ def _read(path: Path) -> dict:
 
 def build_manifest(work: Path, version: str, command: str, fidelity: dict | None, name: str = NAME) -> dict:
     student = _read(work / "student-0.1.0.json").get("provenance", {})
+    fit = _read(work / "fit.json")
     return {
         "name": name,
         "version": version,
@@ -57,9 +58,9 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
         "provenance": {
             "iqa": {
                 "what": f"MLP head ({IQA_HIDDEN} hidden units) on the mean and standard deviation of every backbone block's output, averaged over {len(CROP_CELLS)} native-resolution {CROP_SIZE}-px crops ({CROP_LAYOUT} of a 3 x 3 grid)",
-                "trained_on": TRAINED_ON + _teacher_words(_read(work / "fit.json").get("teacher")),
+                "trained_on": TRAINED_ON + _teacher_words(fit.get("teacher")),
                 "held_out": "dev photos with sha256(file name) % 100 < 25 (export/student/splits.py): never trained on; 6 wallpaper photos never trained on",
-                "fit": _read(work / "fit.json"),
+                "fit": fit,
             },
             "iaa": {
                 "what": "the student's iaa head (distilled from NIMA) through a monotone map onto the spread of AVA's human mean ratings",
