@@ -48,6 +48,7 @@ DEV_LADDER_IMAGES = 80  # dev training photos that also give a ladder at their o
 SMOOTH_NOISE_IMAGES = 24
 SMOOTH_SIZES = (2000, 4000)
 CORPUS = REPO.parent / "shared" / "corpus"
+PACKAGE_VERSION = "0.4.0"
 
 
 def dev_photos(root: Path = HUMAN) -> list[tuple[Path, float, bool]]:
@@ -185,7 +186,7 @@ def export_cmd(work: Path, student: Path) -> None:
 @main.command()
 @work_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Package folder to write (e.g. models/perceptlite-base).")
-@click.option("--version", "version", default="0.3.0", show_default=True, help="Package version.")
+@click.option("--version", "version", default=PACKAGE_VERSION, show_default=True, help="Package version.")
 @click.option("--name", default="perceptlite-base", show_default=True, help="Package name.")
 @click.option("--measure/--no-measure", default=True, show_default=True, help="Measure the written package through perceptlite.Scorer and put the numbers in its manifest and card.")
 @click.option(
@@ -250,7 +251,7 @@ def all_steps(ctx: click.Context, work: Path, student: Path, out: Path, teacher_
     ctx.invoke(fit, work=work, rank_weight=1.0, teacher_weight=DEFAULT_TEACHER_WEIGHT)
     ctx.invoke(calibrate, work=work, student=student, corpus=(CORPUS,))
     ctx.invoke(export_cmd, work=work, student=student)
-    ctx.invoke(package, work=work, out=out, version="0.3.0", name="perceptlite-base", measure=True, command=command)
+    ctx.invoke(package, work=work, out=out, version=PACKAGE_VERSION, name="perceptlite-base", measure=True, command=command)
 
 
 if __name__ == "__main__":

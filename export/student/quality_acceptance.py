@@ -29,6 +29,7 @@ from .size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long
 from .splits import is_heldout
 
 LADDER_SIZES = (500, 1500, 4000)
+DRIFT_SIZES = (500, 1000, 1500, 2000, 4000)  # around the crops' 1,536-px working size
 LADDER_PHOTOS = len(EVAL_WALLPAPERS)
 TARGETS = {"iqa_srcc": 0.82, "iqa_plcc": 0.82, "iqa_mae": 15.0, "ladder": -0.8, "iaa_vs_nima_srcc": 0.84, "iaa_iqr": 10.0, "ista_smoothing": -0.85}
 
@@ -87,9 +88,9 @@ def size_ladders(scorer: Scorer, photos: Sequence[str], sizes: Sequence[int] = L
     return result
 
 
-def size_drift(scorer: Scorer, photos: Sequence[str], sizes: Sequence[int] = LADDER_SIZES) -> dict:
-    """Clean iqa of the same photos at each ladder size and at their own (native) size: the crops judge
-    pixels at 100 %, so a large photo can score below the same photo downscaled."""
+def size_drift(scorer: Scorer, photos: Sequence[str], sizes: Sequence[int] = DRIFT_SIZES) -> dict:
+    """Clean iqa of the same photos at each size and at their own (native) size: up to the crops' working
+    size they judge pixels at 100 %, so a photo can score below the same photo downscaled."""
     per_photo: dict[str, dict[str, float]] = {}
     native_sizes = set()
     for name in photos:

@@ -98,10 +98,10 @@ def size_drift_shortfall(fidelity: dict) -> list[str]:
     if small is None or own is None or small - own < 5:
         return []
     return [
-        f"- `iqa` judges the pixels at 100 %: the same clean photos score {small - own:.0f} points lower on average at their",
-        f"  own size than downscaled to 500 px ({own} vs {small}; table above), most where large smooth surfaces fill the",
-        "  crops. People rated 500-px photos. Compare photos of similar size, or resize to the size you will show",
-        "  them at before scoring.",
+        f"- Up to the crops' working size `iqa` judges the pixels at 100 %: the same clean photos score {small - own:.0f} points lower",
+        f"  on average at their own size than downscaled to 500 px ({own} vs {small}; table above), most where large smooth",
+        "  surfaces fill the crops. People rated 500-px photos. Compare photos of similar size, or resize to the size you",
+        "  will show them at before scoring.",
     ]
 
 
@@ -123,6 +123,7 @@ def model_card(manifest: dict) -> str:
     variants = fidelity.get("int8_vs_fp32", {})
     calibration = manifest["provenance"]["iaa"].get("calibration", {})
     fit = manifest["provenance"]["iqa"].get("fit", {})
+    max_side = manifest["input"]["crops"].get("max_side") or 0
     lines = [
         f"# {manifest['name']} {manifest['version']}",
         "",
@@ -135,13 +136,15 @@ def model_card(manifest: dict) -> str:
         "  into a student by `export.student.distill` (version 0.1.0 of this package: NIMA for aesthetics, a",
         "  synthetic-distortion pseudo-MOS for quality, a texture measure for structure; see `provenance.student`).",
         "- Two views of every image go through it in one batch: the whole image stretched to 224 x 224 (bicubic),",
-        f"  and {len(CROP_CELLS)} crops of 224 x 224 cut from the image at its full resolution (no downscaling), centred on",
-        f"  the {CROP_LAYOUT} of a 3 x 3 grid. Images under 224 px on a side are enlarged first.",
+        f"  and {len(CROP_CELLS)} crops of 224 x 224 cut from the image at its working size, centred on the {CROP_LAYOUT}",
+        f"  of a 3 x 3 grid: the photo's own pixels up to {max_side:,} px on the long side; a larger photo is cropped as if",
+        f"  resized to {max_side:,} px, about what a laptop shows fitted to its window. Images under 224 px on a side are enlarged first.",
         "- `iaa` and `ista`: the student's heads on the whole view; `iaa` then goes through a monotone",
         "  piecewise-linear map (below), so rankings are the student's.",
         f"- `iqa`: a small MLP ({IQA_HIDDEN} hidden units) on the crops' multi-scale statistics (mean and standard deviation",
-        "  of every block's output, 16 blocks), averaged over the crops, on the mean-opinion-score scale. Because the crops keep every pixel, noise,",
-        "  compression and blur count the same in a 500-px and a 4,000-px photo.",
+        "  of every block's output, 16 blocks), averaged over the crops, on the mean-opinion-score scale. Up to the working size",
+        "  the crops keep every pixel, so noise, compression and blur count in a 1,500-px photo as in a 500-px one; above it",
+        "  damage counts as much as still shows at the working size, and the same clean photo scores the same at any size.",
         *teacher_lines(fit.get("teacher")),
         "",
         "## What the numbers mean",

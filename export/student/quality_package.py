@@ -9,7 +9,7 @@ from pathlib import Path
 
 from perceptlite.package.manifest import write_package
 
-from .quality_model import CROP_CELLS, CROP_GRID, CROP_LAYOUT, CROP_SIZE, IQA_HIDDEN
+from .quality_model import CROP_CELLS, CROP_GRID, CROP_LAYOUT, CROP_MAX_SIDE, CROP_SIZE, IQA_HIDDEN, WHOLE_VIEW_DRAFT_FACTOR
 from .train import INPUT_MEAN, INPUT_STD
 
 NAME = "perceptlite-base"
@@ -46,10 +46,8 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
             "interpolation": "bicubic",
             "mean": list(INPUT_MEAN),
             "std": list(INPUT_STD),
-            # The whole view is box-reduced by an integer factor down to 1x its size, then bicubic:
-            # 5 ms instead of 12 ms for a 2-MP photo, 0.7/255 mean difference (export/README.md).
-            "draft_factor": 1.0,
-            "crops": {"size": CROP_SIZE, "grid": list(CROP_GRID), "cells": [list(c) for c in CROP_CELLS], "tensor": "crops"},
+            "draft_factor": WHOLE_VIEW_DRAFT_FACTOR,
+            "crops": {"size": CROP_SIZE, "grid": list(CROP_GRID), "cells": [list(c) for c in CROP_CELLS], "tensor": "crops", "max_side": CROP_MAX_SIDE},
         },
         "outputs": {
             axis: {"tensor": "scores", "index": index, "calibration": {"scale": 1.0, "offset": 0.0}}

@@ -41,13 +41,15 @@ class CropSpec:
     The graph's input `tensor` is float32 [N, K, 3, size, size]: K size x size crops of the
     full-resolution image (never draft-decoded), centred on the middle of the chosen `cells` of a
     rows x cols grid over the image (all cells when `cells` is None), row by row. An image with a
-    side under `size` is first enlarged to it.
+    side under `size` is first enlarged to it; one whose long side is over `max_side` is judged as if
+    downscaled to it (the working size), its short side kept at least `size`.
     """
 
     size: int
     grid: tuple[int, int]  # (rows, cols)
     cells: tuple[tuple[int, int], ...] | None = None  # (row, col) of each crop, default every cell
     tensor: str = "crops"
+    max_side: int | None = None  # None: crops read pixels at 100 % whatever the photo's size
 
     @property
     def count(self) -> int:
@@ -204,6 +206,12 @@ def _parse_crops(raw: Any, where: Path) -> CropSpec:
         "'input.crops.grid' must be [rows, columns], each 1-8",
     )
     _require(isinstance(tensor, str) and tensor != "", where, "'input.crops.tensor' must be a graph input name")
+    max_side = raw.get("max_side")
+    _require(
+        max_side is None or (isinstance(max_side, int) and not isinstance(max_side, bool) and max_side >= size),
+        where,
+        "'input.crops.max_side' must be an integer of at least 'input.crops.size' pixels",
+    )
     cells = raw.get("cells")
     if cells is not None:
         _require(
@@ -221,7 +229,7 @@ def _parse_crops(raw: Any, where: Path) -> CropSpec:
             "'input.crops.cells' must list [row, col] cells inside the grid",
         )
         cells = tuple((c[0], c[1]) for c in cells)
-    return CropSpec(size=size, grid=(grid[0], grid[1]), cells=cells, tensor=tensor)
+    return CropSpec(size=size, grid=(grid[0], grid[1]), cells=cells, tensor=tensor, max_side=max_side)
 
 
 def _parse_outputs(raw: dict[str, Any], where: Path) -> dict[str, AxisOutput]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from _runtime_fixtures import make_two_view_package
 from PIL import Image
 
 from perceptlite import Scorer
-from perceptlite.backends.preprocess import crop_boxes, draft_size, prepare_crops
+from perceptlite.backends.preprocess import crop_boxes, draft_size, prepare_crops, working_scale
 from perceptlite.package.manifest import CropSpec, ModelPackageError, load_package
 
 PLUS = ((0, 1), (1, 0), (1, 1), (1, 2), (2, 1))
@@ -57,6 +58,26 @@ def test_crops_keep_every_pixel_of_large_images(tiny_two_view, tmp_path):
     assert (result.width, result.height) == (900, 600)
 
 
+def test_crops_of_photos_over_the_working_size_see_it_downscaled(tiny_two_view):
+    """With `max_side`, a large photo's crops are those of the photo resized to its working size."""
+    spec = load_package(tiny_two_view).input
+    capped = dataclasses.replace(spec, crops=dataclasses.replace(spec.crops, max_side=120))
+    rng = np.random.default_rng(2)
+    photo = Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    working = photo.resize((120, 80), Image.Resampling.BICUBIC)
+    assert np.allclose(prepare_crops(photo, capped), prepare_crops(working, spec), atol=1e-6)
+    assert np.array_equal(prepare_crops(working, capped), prepare_crops(working, spec))  # at or under the cap: untouched
+    assert not np.allclose(prepare_crops(photo, capped), prepare_crops(photo, spec))
+
+
+def test_working_size_keeps_the_short_side_at_crop_size():
+    crops = CropSpec(size=224, grid=(3, 3), max_side=1536)
+    assert working_scale(4000, 3000, crops) == pytest.approx(1536 / 4000)
+    assert working_scale(1536, 1000, crops) == 1.0
+    assert working_scale(8000, 300, crops) == pytest.approx(224 / 300)  # a panorama: never thinner than a crop
+    assert working_scale(150, 100, crops) == pytest.approx(2.24)  # small images are enlarged as before
+
+
 def test_scores_arrays_paths_and_batches_alike(tiny_two_view, tmp_path):
     rng = np.random.default_rng(1)
     arrays = [rng.integers(0, 256, (120 + 10 * i, 90, 3), dtype=np.uint8) for i in range(5)]
@@ -84,6 +105,8 @@ def _edit_manifest(folder, change):
         (lambda m: m["input"]["crops"].update(grid=[0, 3]), "grid"),
         (lambda m: m["input"]["crops"].update(size="224"), "size"),
         (lambda m: m["input"]["crops"].update(cells=[[5, 0]]), "cells"),
+        (lambda m: m["input"]["crops"].update(max_side=10), "max_side"),
+        (lambda m: m["input"]["crops"].update(max_side=True), "max_side"),
     ],
 )
 def test_bad_crop_specs_are_refused(tmp_path, change, message):
