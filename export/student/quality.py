@@ -29,6 +29,7 @@ import click
 import numpy as np
 from PIL import Image
 
+from .quality_fit import RANK_WEIGHT
 from .quality_teacher import DEFAULT_TEACHER_WEIGHT
 from .splits import is_heldout
 
@@ -150,7 +151,7 @@ def teacher(work: Path, student: Path, teacher_spec: str, teacher_images: int | 
 
 @main.command()
 @work_option
-@click.option("--rank-weight", type=float, default=1.0, show_default=True, help="Weight of the ladder ranking term.")
+@click.option("--rank-weight", type=float, default=RANK_WEIGHT, show_default=True, help="Weight of the ladder ranking term.")
 @click.option("--teacher-weight", type=float, default=DEFAULT_TEACHER_WEIGHT, show_default=True, help="Weight of the teacher term relative to the human one, when `teacher` ran (0: off).")
 def fit(work: Path, rank_weight: float, teacher_weight: float) -> None:
     """Fit the iqa head (writes WORK/iqa_head.pt and WORK/fit.json)."""
@@ -248,7 +249,7 @@ def all_steps(ctx: click.Context, work: Path, student: Path, out: Path, teacher_
     ctx.invoke(features, work=work, student=student)
     if teacher_spec:
         ctx.invoke(teacher, work=work, student=student, teacher_spec=teacher_spec, teacher_images=teacher_images, photos=(CORPUS,), with_dev=True)
-    ctx.invoke(fit, work=work, rank_weight=1.0, teacher_weight=DEFAULT_TEACHER_WEIGHT)
+    ctx.invoke(fit, work=work, rank_weight=RANK_WEIGHT, teacher_weight=DEFAULT_TEACHER_WEIGHT)
     ctx.invoke(calibrate, work=work, student=student, corpus=(CORPUS,))
     ctx.invoke(export_cmd, work=work, student=student)
     ctx.invoke(package, work=work, out=out, version=PACKAGE_VERSION, name="perceptlite-base", measure=True, command=command)

@@ -144,7 +144,7 @@ def model_card(manifest: dict) -> str:
         f"- `iqa`: a small MLP ({IQA_HIDDEN} hidden units) on the crops' multi-scale statistics (mean and standard deviation",
         "  of every block's output, 16 blocks), averaged over the crops, on the mean-opinion-score scale. Up to the working size",
         "  the crops keep every pixel, so noise, compression and blur count in a 1,500-px photo as in a 500-px one; above it",
-        "  damage counts as much as still shows at the working size, and the same clean photo scores the same at any size.",
+        "  damage counts as much as still shows at the working size, and a clean photo scores the same at any size above it.",
         *teacher_lines(fit.get("teacher")),
         "",
         "## What the numbers mean",

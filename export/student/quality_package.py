@@ -16,7 +16,7 @@ NAME = "perceptlite-base"
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 DESCRIPTION = (
     "EfficientNet-Lite0 student (iaa, ista distilled from open teachers) with an iqa head learnt from "
-    "human opinion scores on native-resolution crops; not UniPercept"
+    f"human opinion scores on crops at the photo's working size (its own pixels up to {CROP_MAX_SIDE:,} px); not UniPercept"
 )
 TRAINED_ON = (
     "mean opinion scores of the training part (75 %) of ../shared/human/clive-dev (LIVE In the Wild, 600 phone photos), "
@@ -55,7 +55,7 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
         },
         "provenance": {
             "iqa": {
-                "what": f"MLP head ({IQA_HIDDEN} hidden units) on the mean and standard deviation of every backbone block's output, averaged over {len(CROP_CELLS)} native-resolution {CROP_SIZE}-px crops ({CROP_LAYOUT} of a 3 x 3 grid)",
+                "what": f"MLP head ({IQA_HIDDEN} hidden units) on the mean and standard deviation of every backbone block's output, averaged over {len(CROP_CELLS)} {CROP_SIZE}-px crops ({CROP_LAYOUT} of a 3 x 3 grid) of the photo at its own pixels up to {CROP_MAX_SIDE} px on the long side, as if resized to {CROP_MAX_SIDE} px above it",
                 "trained_on": TRAINED_ON + _teacher_words(fit.get("teacher")),
                 "held_out": "dev photos with sha256(file name) % 100 < 25 (export/student/splits.py): never trained on; 6 wallpaper photos never trained on",
                 "fit": fit,
