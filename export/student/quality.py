@@ -43,11 +43,13 @@ EVAL_WALLPAPERS = ("Path", "EveningGlow", "ColorfulCups", "Grey", "FallenLeaf", 
 TRAIN_WALLPAPERS = ("BytheWater", "ColdRipple", "DarkestHour", "OneStandsOut", "summer_1am", "Volna", "Altai", "Autumn", "Canopee", "Flow", "Honeywave", "SafeLanding")
 TRAIN_SIZES = (1000, 2000, 4000)
 DEV_LADDER_IMAGES = 80  # dev training photos that also give a ladder at their own 500 px
-# Noise-only ladders of corpus photos enlarged to 2,000 and 4,000 px: their crops are smooth, like sky or a
+# Noise and JPEG ladders of corpus photos enlarged to 2,000 and 4,000 px: their crops are smooth, like sky or a
 # defocused background, where strong noise otherwise passes for detail (held-out wallpaper noise
-# ladders at 4,000 px: -0.70 without them).
+# ladders at 4,000 px: -0.70 without them, 0.3.0) and where the working size hides light compression
+# (0.4.0 with noise-only smooth ladders: 4,000-px noise / JPEG -0.79 / -0.78; with JPEG too: -0.86 / -0.82).
 SMOOTH_NOISE_IMAGES = 24
 SMOOTH_SIZES = (2000, 4000)
+SMOOTH_KINDS = ("gaussian_noise", "jpeg")
 CORPUS = REPO.parent / "shared" / "corpus"
 PACKAGE_VERSION = "0.4.0"
 
@@ -121,8 +123,8 @@ def features(work: Path, student: Path) -> None:
     _log(f"ladders: {time.time() - started:.0f} s")
     started = time.time()
     smooth = [(f"smooth/{p.stem}@{size}", p, size) for p in smooth_noise_photos() for size in SMOOTH_SIZES]
-    cache_ladder_features(session, smooth, work / "ladders", only=("gaussian_noise",))
-    _log(f"smooth noise ladders: {time.time() - started:.0f} s")
+    cache_ladder_features(session, smooth, work / "ladders", only=SMOOTH_KINDS)
+    _log(f"smooth-photo ladders: {time.time() - started:.0f} s")
 
 
 TEACHER_HELP = "A no-reference iqa teacher, named as for export.student.label: unipercept:<checkpoint folder>."

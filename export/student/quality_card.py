@@ -180,7 +180,7 @@ def model_card(manifest: dict) -> str:
         f"  decay alpha {fit.get('alpha')} chosen by 5-fold cross-validation. Without the ranking term the cross-validated",
         f"  SRCC was {_fmt(fit.get('cv_5fold_without_ranking', {}).get('srcc'))}.",
         "- Ladder photos: Debian `plasma-workspace-wallpapers` (free licences; six photos and six illustrations for",
-        "  training, six other photos for the table above), and noise-only ladders of 24 training corpus photos",
+        "  training, six other photos for the table above), and noise and JPEG ladders of 24 training corpus photos",
         "  enlarged to 2,000 and 4,000 px (smooth crops, where strong noise otherwise passes for detail).",
         "- Student: `../shared/corpus` (1,500 ImageNet-sample and BSDS500 photos, research terms), see `provenance.student`.",
         f"- Command: `{manifest['provenance'].get('command')}`.",

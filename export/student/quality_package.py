@@ -21,7 +21,7 @@ DESCRIPTION = (
 TRAINED_ON = (
     "mean opinion scores of the training part (75 %) of ../shared/human/clive-dev (LIVE In the Wild, 600 phone photos), "
     "plus ranking of distortion ladders (noise, JPEG, resampling, Gaussian and motion blur) of 80 of those photos at 500 px and 12 Debian wallpapers at 1,000-4,000 px, "
-    "and noise ladders of 24 corpus training photos enlarged to 2,000 and 4,000 px"
+    "and noise and JPEG ladders of 24 corpus training photos enlarged to 2,000 and 4,000 px"
 )
 
 
