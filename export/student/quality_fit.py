@@ -22,15 +22,11 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
+from .quality import RANK_WEIGHT
 from .quality_model import CROP_CELLS, IQA_FEATURES, IqaHead
 
 ALPHAS = (300.0, 1000.0, 3000.0, 10000.0)
 MARGIN = 2.0  # MOS points between adjacent ladder levels
-# With the crops' working size, ladders of photos over it are seen downscaled and weak damage nearly
-# vanishes; at weight 1 the head let faint noise on smooth photos pass for detail. Measured on the 0.4.0
-# features (alpha 3000, 5-fold CV on the training part; training ladder steps that do not rise):
-# weight 1: SRCC 0.782, 89 % of steps in order; 3: 0.780, 93 %; 10: 0.775, 97 %.
-RANK_WEIGHT = 3.0
 FOLDS = 5
 
 

@@ -40,7 +40,7 @@ CROP_LAYOUT = "three cells of the middle row (left, centre, right)"
 # laptop shows a photo fitted to its window. At 100 % of a 2,560-4,000 px photo the crops saw softness no
 # viewer sees (the same clean wallpapers: 71 mean iqa at 500 px, 50 at their own 2,560, 44 at 4,000);
 # 0.3.0's head with this cap, not refitted: 56 at every size from 1,536 up, and every 4,000-px ladder
-# <= -0.82. Lower caps (768, 1,024, 1,280) took the JPEG ladders to -0.58..-0.73 with that head.
+# -0.819 or lower. Lower caps (768, 1,024, 1,280) took the JPEG ladders to -0.58..-0.73 with that head.
 CROP_MAX_SIDE = 1536
 # The whole view is box-reduced by an integer factor down to 1x its size, then bicubic: 5 ms instead of
 # 12 ms for a 2-MP photo, 0.7/255 mean difference (export/README.md).

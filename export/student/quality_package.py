@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from datetime import datetime, timezone
@@ -9,8 +10,7 @@ from pathlib import Path
 
 from perceptlite.package.manifest import write_package
 
-from .quality_model import CROP_CELLS, CROP_GRID, CROP_LAYOUT, CROP_MAX_SIDE, CROP_SIZE, IQA_HIDDEN, WHOLE_VIEW_DRAFT_FACTOR
-from .train import INPUT_MEAN, INPUT_STD
+from .quality_model import CROP_CELLS, CROP_LAYOUT, CROP_MAX_SIDE, CROP_SIZE, IQA_HIDDEN, input_spec
 
 NAME = "perceptlite-base"
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
@@ -40,15 +40,7 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
         "files": list(VARIANT_FILES.values()),
         "variants": dict(VARIANT_FILES),
         "default_variant": "int8",
-        "input": {
-            "size": [CROP_SIZE, CROP_SIZE],
-            "resize": "stretch",
-            "interpolation": "bicubic",
-            "mean": list(INPUT_MEAN),
-            "std": list(INPUT_STD),
-            "draft_factor": WHOLE_VIEW_DRAFT_FACTOR,
-            "crops": {"size": CROP_SIZE, "grid": list(CROP_GRID), "cells": [list(c) for c in CROP_CELLS], "tensor": "crops", "max_side": CROP_MAX_SIDE},
-        },
+        "input": dataclasses.asdict(input_spec()),  # the contract the features were cut with
         "outputs": {
             axis: {"tensor": "scores", "index": index, "calibration": {"scale": 1.0, "offset": 0.0}}
             for index, axis in enumerate(("iaa", "iqa", "ista"))

@@ -80,10 +80,12 @@ def crop_boxes(width: int, height: int, crops: CropSpec) -> list[tuple[int, int,
 def working_scale(width: int, height: int, crops: CropSpec) -> float:
     """How much the crops' view of a width x height image is scaled: up until the short side is
     `crops.size`, down until the long side is `crops.max_side` (never below `crops.size` across)."""
-    scale = max(1.0, crops.size / min(width, height))
-    if crops.max_side is not None and scale == 1.0 and max(width, height) > crops.max_side:
-        scale = max(crops.max_side / max(width, height), crops.size / min(width, height))
-    return scale
+    short, long = min(width, height), max(width, height)
+    if short < crops.size:
+        return crops.size / short
+    if crops.max_side is not None and long > crops.max_side:
+        return max(crops.max_side / long, crops.size / short)
+    return 1.0
 
 
 def prepare_crops(image: Image.Image, spec: InputSpec) -> np.ndarray:
