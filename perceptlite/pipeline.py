@@ -2,6 +2,8 @@
 
 It only moves work: how to decode and prepare an image is the backend's (``draft_size``,
 ``prepare``); inference goes through ``backend.infer``. Use it through :class:`perceptlite.Scorer`.
+A backend that runs one image at a time and allows several runs at once (``parallel_runs``, e.g.
+ONNX Runtime on CPU) is called from the workers themselves, each right after its decode.
 
 At most ``window`` items are in flight (submitted to the pool but not yet yielded), so memory stays
 flat however many files stream in. Failures become records with an ``error``; the run goes on.
@@ -12,10 +14,10 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, Union
 
@@ -30,6 +32,7 @@ from .records import ScoreResult, error_result, scored_result
 # What the pipeline scores: a file path, the bytes of an encoded image, a PIL image, or an
 # HxWx3 (RGB) / HxW (gray) uint8 array.
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, np.ndarray]
+InferGate = AbstractContextManager[Any]  # a lock, or a semaphore of backend.parallel_runs
 
 
 class ResultCache(Protocol):
@@ -46,6 +49,7 @@ class _Prepared:
     width: int
     height: int
     tensor: Any
+    scores: dict[str, float] | None = None  # set when a worker already ran the model
 
 
 def default_jobs() -> int:
@@ -86,6 +90,17 @@ def prepare_item(
     return _Prepared(path, decoded.width, decoded.height, prepared)
 
 
+def prepare_and_infer(
+    backend: Backend, item: ImageInput, max_pixels: int, cache: ResultCache | None, infer_gate: InferGate | None
+) -> _Prepared | ScoreResult:
+    """prepare_item, then the model on this one image (in the worker's thread)."""
+    outcome = prepare_item(backend, item, max_pixels, cache)
+    if isinstance(outcome, _Prepared):
+        outcome.scores = _infer(backend, [outcome.tensor], infer_gate)[0]
+        outcome.tensor = None  # its memory is not needed while it waits for its turn in the output
+    return outcome
+
+
 def score_items(
     backend: Backend,
     items: Iterable[ImageInput],
@@ -94,11 +109,15 @@ def score_items(
     batch_size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     cache: ResultCache | None = None,
-    infer_lock: threading.Lock | None = None,
+    infer_gate: InferGate | None = None,
 ) -> Iterator[ScoreResult]:
-    """Score files / PIL images / arrays, yielding one ScoreResult per item in input order."""
+    """Score files / PIL images / arrays, yielding one ScoreResult per item in input order.
+    `infer_gate`: held around every inference call (a lock, or a semaphore of ``backend.parallel_runs``)."""
     jobs = jobs or default_jobs()
     batch_size = batch_size or backend.batch_size
+    in_workers = batch_size == 1 and backend.parallel_runs > 1
+    work = prepare_and_infer if in_workers else prepare_item
+    extra = (infer_gate,) if in_workers else ()
     window = max(2 * batch_size, 4 * jobs)
     source = iter(items)
     pending: deque[Future] = deque()
@@ -108,7 +127,7 @@ def score_items(
         try:
             while True:
                 for item in itertools.islice(source, window - len(pending)):  # top up to `window` in flight
-                    pending.append(pool.submit(prepare_item, backend, item, max_pixels, cache))
+                    pending.append(pool.submit(work, backend, item, max_pixels, cache, *extra))
                 if not pending:
                     break
                 outcome = pending.popleft().result()
@@ -116,9 +135,9 @@ def score_items(
                 if isinstance(outcome, _Prepared):
                     filled += 1
                 if filled >= batch_size or not pending:
-                    yield from score_group(backend, group, cache, infer_lock)
+                    yield from score_group(backend, group, cache, infer_gate)
                     group, filled = [], 0
-            yield from score_group(backend, group, cache, infer_lock)
+            yield from score_group(backend, group, cache, infer_gate)
         finally:
             for future in pending:  # stopped early (error, Ctrl-C, generator closed)
                 future.cancel()
@@ -127,15 +146,16 @@ def score_items(
 NOT_A_NUMBER = "the model's output for this image is not a number (NaN or Infinity); no scores"
 
 
-def score_group(backend: Backend, group: list, cache: ResultCache | None, infer_lock: threading.Lock | None) -> Iterator[ScoreResult]:
-    prepared = [entry for entry in group if isinstance(entry, _Prepared)]
-    scores = _infer(backend, [p.tensor for p in prepared], infer_lock) if prepared else []
-    by_id = {id(p): s for p, s in zip(prepared, scores)}
+def score_group(backend: Backend, group: list, cache: ResultCache | None, infer_gate: InferGate | None) -> Iterator[ScoreResult]:
+    prepared = [entry for entry in group if isinstance(entry, _Prepared) and entry.scores is None]
+    scores = _infer(backend, [p.tensor for p in prepared], infer_gate) if prepared else []
+    for entry, axes in zip(prepared, scores):
+        entry.scores = axes
     for entry in group:
         if isinstance(entry, ScoreResult):
             yield entry
             continue
-        axes = by_id[id(entry)]
+        axes = entry.scores
         if not all(math.isfinite(value) for value in axes.values()):
             yield error_result(entry.path, NOT_A_NUMBER, entry.width, entry.height)  # never cached
             continue
@@ -145,8 +165,8 @@ def score_group(backend: Backend, group: list, cache: ResultCache | None, infer_
         yield result
 
 
-def _infer(backend: Backend, tensors: list, infer_lock: threading.Lock | None) -> list[dict[str, float]]:
-    if infer_lock is None:
+def _infer(backend: Backend, tensors: list, infer_gate: InferGate | None) -> list[dict[str, float]]:
+    if infer_gate is None:
         return backend.infer(tensors)
-    with infer_lock:
+    with infer_gate:
         return backend.infer(tensors)

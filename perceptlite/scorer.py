@@ -9,8 +9,9 @@
 
 Every command, :mod:`perceptlite.ray_data`, the reward helper and ``export``'s evaluation score
 through a Scorer. A Scorer is safe to share between threads: decoding runs in the caller's (or the
-pool's) threads, and inference is serialised by a lock, so any backend (ONNX Runtime or llama.cpp)
-is safe and the CPU is not oversubscribed by concurrent sessions.
+pool's) threads, and at most ``backend.parallel_runs`` inference calls run at once (ONNX Runtime on
+CPU: one single-threaded run per core; llama.cpp and GPUs: one), so any backend is safe and the CPU
+is not oversubscribed.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ class Scorer:
         self.options = dataclasses.replace(options or ScoreOptions(), **fields)
         self.package = model if isinstance(model, ModelPackage) else load_model(model)
         self.backend: Backend = load_backend(
-            self.package, device=self.options.device, threads=self.options.threads, variant=self.options.variant
+            self.package,
+            device=self.options.device,
+            threads=self.options.threads,
+            variant=self.options.variant,
+            batch_size=self.options.batch_size,
         )
         self.batch_size = self.options.batch_size or self.backend.batch_size
         if self.options.decode_memory is not None:
@@ -69,7 +74,7 @@ class Scorer:
             from .datasets.cache import ScoreCache, model_key
 
             self.cache = ScoreCache(self.options.cache, model_key(self.package, self.options.variant))
-        self._lock = threading.Lock()
+        self._infer_gate = threading.BoundedSemaphore(self.backend.parallel_runs)
 
     def score(self, image: ImageInput) -> ScoreResult:
         """Score one image: a file path, the bytes of an image file, a PIL image, or an HxWx3 uint8 RGB array.
@@ -78,7 +83,7 @@ class Scorer:
         an array of the wrong shape or type raises ValueError.
         """
         prepared = prepare_item(self.backend, image, self.options.max_pixels, self.cache)
-        return next(score_group(self.backend, [prepared], self.cache, self._lock))
+        return next(score_group(self.backend, [prepared], self.cache, self._infer_gate))
 
     def score_many(self, images: Iterable[ImageInput], *, cache: ResultCache | None = None) -> Iterator[ScoreResult]:
         """Score many images, streaming results in input order (decoding in a thread pool).
@@ -90,7 +95,7 @@ class Scorer:
             batch_size=self.batch_size,
             max_pixels=self.options.max_pixels,
             cache=cache if cache is not None else self.cache,
-            infer_lock=self._lock,
+            infer_gate=self._infer_gate,
         )
 
     def close(self) -> None:

@@ -11,7 +11,9 @@ Steps, each reading and writing WORK so that any of them can be re-run or resume
   fit        the iqa head: mean opinion scores of the dev photos' training part, plus a ranking
              term that keeps every ladder falling, plus the teacher's photos at --teacher-weight when
              `teacher` ran; 5-fold cross-validation picks the weight decay
-  calibrate  the iaa map onto the spread of AVA's human mean ratings (export/student/calibration.py)
+  calibrate  the iaa blend: the student's iaa head plus a ridge on the whole view's block statistics,
+             fitted to NIMA on the corpus's training part (export/student/quality_aesthetics.py), and
+             its map onto the spread of AVA's human mean ratings (export/student/calibration.py)
   export     model.onnx (pixels + crops -> scores), checked against torch; model.int8.onnx
   package    manifest + model card, then `measure` through perceptlite.Scorer, then the final card
 The dev photos whose sha256(file name) % 100 < 25 (export/student/splits.py) are never trained on.
@@ -55,7 +57,7 @@ SMOOTH_KINDS = ("gaussian_noise", "jpeg")
 # ladder steps that do not rise): weight 1: SRCC 0.782, 89 % of steps in order; 3: 0.780, 93 %; 10: 0.775, 97 %.
 RANK_WEIGHT = 3.0
 CORPUS = REPO.parent / "shared" / "corpus"
-PACKAGE_VERSION = "0.4.0"
+PACKAGE_VERSION = "0.5.0"
 
 
 def dev_photos(root: Path = HUMAN) -> list[tuple[Path, float, bool]]:
@@ -170,10 +172,11 @@ def fit(work: Path, rank_weight: float, teacher_weight: float) -> None:
 @main.command()
 @work_option
 @student_option
-@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True, default=(CORPUS,), show_default=True, help="Ordinary photos whose raw iaa spread is matched to AVA's.")
+@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True, default=(CORPUS,), show_default=True, help="Ordinary photos: NIMA rates them, the blend is fitted on their training split, and their raw iaa spread is matched to AVA's.")
 def calibrate(work: Path, student: Path, corpus: tuple[Path, ...]) -> None:
-    """Write WORK/iaa_knots.json: the raw-iaa -> AVA-scale map."""
-    from .quality_features import calibrate_iaa, feature_session
+    """The iaa blend (WORK/iaa_blend.npz, fitted to NIMA) and its map onto AVA's scale (WORK/iaa_knots.json)."""
+    from .quality_aesthetics import calibrate_iaa
+    from .quality_features import feature_session
 
     summary = calibrate_iaa(feature_session(student, work), corpus, work / "iaa_knots.json")
     _log(json.dumps(summary, indent=2))

@@ -109,9 +109,9 @@ def size_drift(scorer: Scorer, photos: Sequence[str], sizes: Sequence[int] = DRI
     }
 
 
-def heldout_corpus(limit: int) -> list[Path]:
-    paths = sorted(p for p in CORPUS.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg") and is_heldout(p.name))
-    return paths[:limit]
+def heldout_corpus() -> list[Path]:
+    """Every corpus photo held out from distillation and from the iaa blend's fit (242)."""
+    return sorted(p for p in CORPUS.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg") and is_heldout(p.name))
 
 
 def iaa_and_ista(scorer: Scorer, corpus: Sequence[Path], ladder_photos: int = 12) -> dict:
@@ -146,7 +146,7 @@ def variant_agreement(package: Path, paths: Sequence[Path]) -> dict:
 def measure_package(package: Path, work: Path) -> dict:
     """Every acceptance number of the package in `package` (default variant unless said)."""
     scorer = Scorer(package, device="cpu")
-    corpus = heldout_corpus(150)
+    corpus = heldout_corpus()
     fit = json.loads((work / "fit.json").read_text())
     dev_held = [p for p, _, held in dev_photos() if held]
     result = {

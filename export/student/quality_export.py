@@ -13,7 +13,7 @@ from perceptlite.images.decode import decode_file
 from perceptlite.backends.preprocess import prepare_crops, prepare_pixels
 
 from .quality_fit import load_iqa_head
-from .quality_model import PerceptModel, export_model_onnx, input_spec, load_student_weights
+from .quality_model import IaaBlend, PerceptModel, export_model_onnx, input_spec, load_student_weights
 from .quantize import quantize_int8
 
 MAX_ABS_DIFF = 0.05  # score points between ONNX Runtime and torch
@@ -21,7 +21,8 @@ MAX_ABS_DIFF = 0.05  # score points between ONNX Runtime and torch
 
 def build_model(work: Path, student: Path) -> PerceptModel:
     knots = json.loads((work / "iaa_knots.json").read_text())["knots"]
-    return PerceptModel(load_student_weights(student), load_iqa_head(work), [tuple(k) for k in knots]).eval()
+    blend = IaaBlend.load(work / "iaa_blend.npz")
+    return PerceptModel(load_student_weights(student), load_iqa_head(work), blend, [tuple(k) for k in knots]).eval()
 
 
 def model_inputs(path: Path) -> dict[str, np.ndarray]:

@@ -42,10 +42,6 @@ class FeatureSession:
         """Every block's statistics for each crop: [crops, IQA_FEATURES] (the model averages them)."""
         return self.run(prepare_crops(image, self.spec), "blocks")
 
-    def whole_features(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """The student's own features of the whole-image view: [N, FEATURE_DIM]."""
-        return self.run(np.stack([prepare_pixels(image, self.spec) for image in images]), "features")
-
 
 def feature_session(student: Path, work: Path) -> FeatureSession:
     """Export (once) and open the feature extractor of `student`."""
@@ -98,34 +94,6 @@ def cache_ladder_features(session: FeatureSession, sources: Sequence[tuple[str, 
             image = resize_long_side(image, size)
         features, kinds, levels = ladder_of(image, name, session, only)
         _save_npz(out, features=features, kinds=kinds, levels=levels)
-
-
-def calibrate_iaa(session: FeatureSession, corpus: Sequence[Path], out: Path) -> dict:
-    """Raw student iaa of every corpus photo -> quantile knots onto AVA's spread (WORK/iaa_knots.json)."""
-    import torch
-
-    from .calibration import apply_knots, ava_mean_scores, ava_scale, quantile_knots
-
-    paths = sorted(p for folder in corpus for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    heads = _student_heads(out.parent)
-    raw = []
-    for start in tqdm(range(0, len(paths), 16), desc="iaa calibration", unit="batch"):
-        images = [decode_file(p).image for p in paths[start : start + 16]]
-        with torch.no_grad():
-            raw.append(heads(torch.from_numpy(session.whole_features(images)))[:, 0].numpy())
-    raw_iaa = np.concatenate(raw)
-    target = ava_scale(ava_mean_scores())
-    knots = quantile_knots(raw_iaa, target)
-    mapped = apply_knots(raw_iaa, knots)
-    summary = {
-        "knots": knots,
-        "photos": len(paths),
-        "raw_quartiles": np.percentile(raw_iaa, [25, 50, 75]).round(2).tolist(),
-        "calibrated_quartiles": np.percentile(mapped, [25, 50, 75]).round(2).tolist(),
-        "ava_quartiles": np.percentile(target, [25, 50, 75]).round(2).tolist(),
-    }
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def _student_heads(work: Path):

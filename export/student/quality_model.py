@@ -4,8 +4,9 @@
     crops  [N, K, 3, 224, 224]  K crops of the full-resolution image (see perceptlite.backends.preprocess.crop_boxes)
       -> scores [N, 3] (iaa, iqa, ista) on 0-100
 
-One backbone pass covers the whole view and the crops together. `iaa` and `ista` are the student's own
-heads on the whole view (`iaa` through a monotone calibration onto the spread of human ratings);
+One backbone pass covers the whole view and the crops together. `ista` is the student's own head on the
+whole view; `iaa` blends the student's iaa head with a ridge on the whole view's block statistics
+(export/student/quality_aesthetics.py), through a monotone calibration onto the spread of human ratings;
 `iqa` is a small MLP head, learnt from human mean opinion scores and distortion ladders, on the crops'
 multi-scale statistics averaged over the crops.
 """
@@ -22,7 +23,7 @@ from torch import nn
 from .calibration import PiecewiseLinear
 from .network import BN_EPS, STAGES, TAP_BLOCKS, Student, build_student, pooled_stats
 
-# The iqa head reads the mean and standard deviation of every block's output (16 blocks, 3,424 numbers),
+# The iqa head reads the mean and standard deviation of every block's output (16 blocks, 2 x 1,808 = 3,616 numbers),
 # not only the student's five taps nor the 1280-d head features. Measured on the dev photos (5-fold,
 # ridge, middle-row crops): five taps 0.798 SRCC, every block 0.808; the 1280-d head features 0.790;
 # without the last block 0.72.
@@ -66,13 +67,36 @@ class IqaHead(nn.Module):
         return self.net((features - self.feature_mean) / self.feature_std)[:, 0]
 
 
+class IaaBlend(nn.Module):
+    """The student's raw iaa and the whole view's block statistics -> the blended raw iaa (before calibration)."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, coef: np.ndarray, intercept: float, weight: float, raw_std: float, ridge_std: float):
+        super().__init__()
+        self.ridge = nn.Linear(len(coef), 1)
+        with torch.no_grad():  # standardisation folded into the ridge's weights
+            scaled = torch.from_numpy(np.asarray(coef / std, dtype=np.float32))
+            self.ridge.weight.copy_(scaled[None])
+            self.ridge.bias.fill_(float(intercept - np.dot(mean / std, coef)))
+        self.raw_scale = (1.0 - weight) / raw_std
+        self.ridge_scale = weight / ridge_std
+
+    @classmethod
+    def load(cls, path: str | Path) -> "IaaBlend":
+        fit = np.load(path)
+        return cls(fit["mean"], fit["std"], fit["coef"], float(fit["intercept"]), float(fit["weight"]), float(fit["raw_std"]), float(fit["ridge_std"]))
+
+    def forward(self, raw_iaa: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+        return self.raw_scale * raw_iaa + self.ridge_scale * self.ridge(blocks)[:, 0]
+
+
 class PerceptModel(nn.Module):
     """pixels + crops -> scores [N, 3] on 0-100 (iaa, iqa, ista)."""
 
-    def __init__(self, student: Student, iqa_head: IqaHead, iaa_knots: Sequence[tuple[float, float]]):
+    def __init__(self, student: Student, iqa_head: IqaHead, iaa_blend: IaaBlend, iaa_knots: Sequence[tuple[float, float]]):
         super().__init__()
         self.student = student
         self.iqa_head = iqa_head
+        self.iaa_blend = iaa_blend
         self.iaa_curve = PiecewiseLinear(iaa_knots)
 
     def forward(self, pixels: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
@@ -81,7 +105,7 @@ class PerceptModel(nn.Module):
         student_scores = self.student.heads(features)
         crop_features = blocks[count:].reshape(count, views, IQA_FEATURES).mean(dim=1)
         iqa = torch.clamp(self.iqa_head(crop_features), 0.0, 100.0)
-        iaa = self.iaa_curve(student_scores[:, 0])
+        iaa = self.iaa_curve(self.iaa_blend(student_scores[:, 0], blocks[:count]))
         return torch.stack([iaa, iqa, student_scores[:, 2]], dim=1)
 
 

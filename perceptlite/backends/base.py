@@ -9,6 +9,7 @@ A backend owns its input contract, so the pipeline only moves work:
   views of the image (the ONNX backend: the whole image and its native-resolution crops). Called
   from several worker threads at once; must be thread-safe and must not touch the model.
 - ``infer(batch)``: a list of prepared inputs -> one ``{axis: score 0-100}`` dict per input, in order.
+- ``parallel_runs``: how many ``infer`` calls may run at once, each from its own thread (1: one at a time).
 """
 
 from __future__ import annotations
@@ -28,18 +29,22 @@ class Backend(Protocol):
     package: ModelPackage
     batch_size: int  # a good default batch size for this backend
     draft_size: int | None
+    parallel_runs: int
 
     def prepare(self, image: Image.Image, region: Region | None = None) -> Any: ...
 
     def infer(self, batch: Sequence[Any]) -> list[dict[str, float]]: ...
 
 
-def load_backend(package: ModelPackage, device: str = "auto", threads: int | None = None, variant: str | None = None) -> Backend:
-    """Open the runtime that `package.backend` names. Heavy modules are imported only here."""
+def load_backend(
+    package: ModelPackage, device: str = "auto", threads: int | None = None, variant: str | None = None, batch_size: int | None = None
+) -> Backend:
+    """Open the runtime that `package.backend` names. Heavy modules are imported only here.
+    `batch_size`: the batch size the caller asked for, if any (None: the backend's default)."""
     if package.backend == "onnx":
         from .onnx import OnnxBackend
 
-        return OnnxBackend(package, device=device, threads=threads, variant=variant)
+        return OnnxBackend(package, device=device, threads=threads, variant=variant, batch_size=batch_size)
     if package.backend == "gguf":
         from .gguf import GgufBackend
 

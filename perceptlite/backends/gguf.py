@@ -79,6 +79,7 @@ class GgufBackend:
     """
 
     batch_size = 1
+    parallel_runs = 1  # one llama.cpp context
 
     def __init__(
         self,

@@ -44,16 +44,22 @@ def resize(image: Image.Image, spec: InputSpec, region: Region | None = None) ->
     return image.resize((width, height), _FILTERS[spec.interpolation], box=box, reducing_gap=gap)
 
 
-def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
-    """RGB image of the input size -> float32 CHW array, scaled to [0, 1] and normalised."""
-    pixels = np.asarray(image, dtype=np.uint8)
+def to_tensor(image: Image.Image, spec: InputSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """RGB image of the input size -> float32 CHW array, scaled to [0, 1] and normalised.
+
+    `out`: a float32 [3, H, W] array to write into (e.g. one crop's slot of a batch).
+    """
+    pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
     std = np.asarray(spec.std, dtype=np.float32)
     scale = (1.0 / (255.0 * std)).reshape(3, 1, 1)
     bias = (-np.asarray(spec.mean, dtype=np.float32) / std).reshape(3, 1, 1)
-    chw = pixels.transpose(2, 0, 1).astype(np.float32)
-    chw *= scale
-    chw += bias
-    return chw
+    if out is None:
+        out = np.empty(pixels.shape, dtype=np.float32)
+    # One fused cast-and-scale pass, then the bias in place: the same float32 arithmetic as
+    # astype-then-scale, at about a third of the cost (no strided float copy).
+    np.multiply(pixels, scale, out=out, casting="unsafe")
+    out += bias
+    return out
 
 
 def prepare_pixels(image: Image.Image, spec: InputSpec, region: Region | None = None) -> np.ndarray:
@@ -97,15 +103,17 @@ def prepare_crops(image: Image.Image, spec: InputSpec) -> np.ndarray:
     crops = spec.crops
     assert crops is not None
     scale = working_scale(image.width, image.height, crops)
-    if scale == 1.0:
-        return np.stack([to_tensor(image.crop(box), spec) for box in crop_boxes(image.width, image.height, crops)])
     width, height = max(crops.size, round(image.width * scale)), max(crops.size, round(image.height * scale))
+    boxes = crop_boxes(width, height, crops)
+    tensors = np.empty((len(boxes), 3, crops.size, crops.size), dtype=np.float32)
     sx, sy = image.width / width, image.height / height
-    views = [
-        image.resize((crops.size, crops.size), _FILTERS[spec.interpolation], box=(left * sx, top * sy, right * sx, bottom * sy))
-        for left, top, right, bottom in crop_boxes(width, height, crops)
-    ]
-    return np.stack([to_tensor(view, spec) for view in views])
+    for tensor, (left, top, right, bottom) in zip(tensors, boxes):
+        if scale == 1.0:
+            view = image.crop((left, top, right, bottom))
+        else:
+            view = image.resize((crops.size, crops.size), _FILTERS[spec.interpolation], box=(left * sx, top * sy, right * sx, bottom * sy))
+        to_tensor(view, spec, out=tensor)
+    return tensors
 
 
 def _center_crop_box(region: Region, dst_w: int, dst_h: int) -> Region:

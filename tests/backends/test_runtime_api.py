@@ -111,6 +111,33 @@ def test_two_threads_share_one_scorer(scorer):
         assert outcomes[worker] == pytest.approx(reference + reference, abs=1e-4)
 
 
+def test_cpu_runs_side_by_side_in_the_workers(tiny_package, tmp_path):
+    """On CPU, one image per run: up to `threads` single-threaded runs at once, each in the worker that
+    decoded it; the scores, their order and the failures are the same as batched inference's."""
+    side_by_side = Scorer(tiny_package, device="cpu", threads=3, jobs=3)
+    batched = Scorer(tiny_package, device="cpu", threads=3, jobs=3, batch_size=4)
+    assert side_by_side.backend.parallel_runs == 3 and side_by_side.batch_size == 1
+    assert side_by_side.backend.session.get_session_options().intra_op_num_threads == 1
+    assert batched.backend.parallel_runs == 1
+    assert batched.backend.session.get_session_options().intra_op_num_threads == 3
+    assert Scorer(tiny_package, device="cpu", threads=1).backend.parallel_runs == 1
+    images = [_photo(i, 40 + 23 * i, 60) for i in range(15)]
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"{i:02d}.png")
+        Image.fromarray(image).save(paths[-1])
+    paths[6].write_bytes(b"not a png")
+    results = list(side_by_side.score_many(paths))
+    reference = list(batched.score_many(paths))
+    assert [r.path for r in results] == [str(p) for p in paths]
+    assert [r.ok for r in results] == [i != 6 for i in range(15)]
+    assert results[6].error == reference[6].error
+    for mine, theirs in zip(results, reference):
+        assert (mine.iaa, mine.iqa, mine.ista) == pytest.approx((theirs.iaa, theirs.iqa, theirs.ista), abs=1e-4)
+    single = side_by_side.score(paths[0])
+    assert (single.iaa, single.iqa, single.ista) == pytest.approx((results[0].iaa, results[0].iqa, results[0].ista), abs=1e-4)
+
+
 def test_fixed_batch_models_and_variants(tmp_path):
     package = make_package(tmp_path / "fixed", size=(32, 32), batch=1, int8_variant=True)
     fixed = Scorer(package, device="cpu", threads=1, batch_size=5)

@@ -65,7 +65,9 @@ def test_ladders_are_deterministic_and_keep_the_size(corpus_dir, kind):
 
 def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus_dir):
     from export.student.quality_export import export_package_files
-    from export.student.quality_features import cache_dev_features, cache_ladder_features, calibrate_iaa, feature_session
+    from export.student.calibration import apply_knots
+    from export.student.quality_aesthetics import blended_corpus_iaa, calibrate_iaa
+    from export.student.quality_features import cache_dev_features, cache_ladder_features, feature_session
     from export.student.quality_fit import fit_iqa_head
     from export.student.quality_package import write_quality_package
 
@@ -84,7 +86,7 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     for path in sorted((corpus_dir / "bsds500" / "val").glob("*.jpg"))[:8]:
         os.symlink(path, ordinary / path.name)
     knots = calibrate_iaa(session, [ordinary], work / "iaa_knots.json")
-    assert knots["photos"] == 8
+    assert knots["photos"] == 8 and knots["blend"]["train_photos"] + knots["blend"]["heldout_photos"] == 8
     summary = export_package_files(work, student_checkpoint, [p for p, _, _ in photos[:4]])
     assert summary["onnx_vs_torch_max_abs"] < 0.05
     package = write_quality_package(work, tmp_path / "package", "0.0.1", "test", fidelity=None)
@@ -93,6 +95,10 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     for variant in ("fp32", "int8"):
         result = Scorer(package, device="cpu", variant=variant).score(str(photos[1][0]))
         assert result.ok and all(0 <= v <= 100 for v in (result.iaa, result.iqa, result.ista))
+    # The graph's iaa is the blend the factory fitted, through the calibration it wrote.
+    expected_iaa = apply_knots(blended_corpus_iaa(work), knots["knots"])
+    scored_iaa = [r.iaa for r in Scorer(package, device="cpu", variant="fp32").score_many(sorted(ordinary.iterdir()))]
+    np.testing.assert_allclose(scored_iaa, expected_iaa, atol=0.05)
     # The size-drift measurement scores one wallpaper at 500 px and at its own size, and the card shows it.
     from export.student.quality_acceptance import size_drift
     from export.student.quality_card import model_card, size_drift_shortfall
