@@ -75,6 +75,7 @@ class OnnxBackend:
         package: ModelPackage,
         device: str = "auto",
         threads: int | None = None,
+        *,
         variant: str | None = None,
         batch_size: int | None = None,
     ):
