@@ -94,7 +94,11 @@ def test_score_many_mixed_inputs_and_laziness(scorer):
     stream.close()
 
 
-def test_two_threads_share_one_scorer(scorer):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_threads_share_one_scorer(tiny_package, threads):
+    """One run at a time (threads=1) or two side by side (threads=2): the same scores from either thread."""
+    scorer = Scorer(tiny_package, device="cpu", threads=threads, jobs=4)
+    assert scorer.backend.parallel_runs == threads
     images = [_photo(i) for i in range(12)]
     reference = [scorer.score(image).iqa for image in images]
     outcomes: dict[int, list] = {}
