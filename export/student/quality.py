@@ -1,7 +1,7 @@
 """Turn a distilled student into a package whose `iqa` agrees with people, at any photo size.
 
-    python -m export.student.quality all --student artifacts/distill/student.pt --work artifacts/quality \\
-        --out models/perceptlite-base
+    python -m export.student.quality all --student artifacts/distill/student.pt --labels artifacts/distill/labels.jsonl \\
+        --work artifacts/quality --out models/perceptlite-base
 
 Steps, each reading and writing WORK so that any of them can be re-run or resumed:
   features   student features of native-resolution crops: the rated dev photos (../shared/human/clive-dev)
@@ -12,8 +12,9 @@ Steps, each reading and writing WORK so that any of them can be re-run or resume
              term that keeps every ladder falling, plus the teacher's photos at --teacher-weight when
              `teacher` ran; 5-fold cross-validation picks the weight decay
   calibrate  the iaa blend: the student's iaa head plus a ridge on the whole view's block statistics,
-             fitted to NIMA on the corpus's training part (export/student/quality_aesthetics.py), and
-             its map onto the spread of AVA's human mean ratings (export/student/calibration.py)
+             fitted to NIMA's iaa of the distillation's training label records (--labels; clean, distorted
+             and cropped corpus photos; export/student/quality_aesthetics.py), and its map onto the spread
+             of AVA's human mean ratings (export/student/calibration.py)
   export     model.onnx (pixels + crops -> scores), checked against torch; model.int8.onnx
   package    manifest + model card, then `measure` through perceptlite.Scorer, then the final card
 The dev photos whose sha256(file name) % 100 < 25 (export/student/splits.py) are never trained on.
@@ -57,6 +58,7 @@ SMOOTH_KINDS = ("gaussian_noise", "jpeg")
 # ladder steps that do not rise): weight 1: SRCC 0.782, 89 % of steps in order; 3: 0.780, 93 %; 10: 0.775, 97 %.
 RANK_WEIGHT = 3.0
 CORPUS = REPO.parent / "shared" / "corpus"
+DISTILL_LABELS = Path("artifacts/distill/labels.jsonl")  # where `export.student.distill all` writes them
 PACKAGE_VERSION = "0.5.0"
 
 
@@ -169,16 +171,27 @@ def fit(work: Path, rank_weight: float, teacher_weight: float) -> None:
     _log(json.dumps(summary, indent=2))
 
 
+labels_option = click.option(
+    "--labels",
+    "label_files",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    default=(DISTILL_LABELS,),
+    show_default=True,
+    help="The student's distillation label file(s) (export.student.distill label): NIMA's iaa of clean, distorted and cropped corpus photos.",
+)
+
+
 @main.command()
 @work_option
 @student_option
-@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True, default=(CORPUS,), show_default=True, help="Ordinary photos: NIMA rates them, the blend is fitted on their training split, and their raw iaa spread is matched to AVA's.")
-def calibrate(work: Path, student: Path, corpus: tuple[Path, ...]) -> None:
+@labels_option
+def calibrate(work: Path, student: Path, label_files: tuple[Path, ...]) -> None:
     """The iaa blend (WORK/iaa_blend.npz, fitted to NIMA) and its map onto AVA's scale (WORK/iaa_knots.json)."""
     from .quality_aesthetics import calibrate_iaa
     from .quality_features import feature_session
 
-    summary = calibrate_iaa(feature_session(student, work), corpus, work / "iaa_knots.json")
+    summary = calibrate_iaa(feature_session(student, work), label_files, work / "iaa_knots.json")
     _log(json.dumps(summary, indent=2))
 
 
@@ -248,18 +261,21 @@ def reused_measurement(work: Path) -> dict:
 @main.command("all")
 @work_option
 @student_option
+@labels_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Package folder to write.")
 @click.option("--teacher", "teacher_spec", default=None, help=TEACHER_HELP + " Adds the `teacher` step.")
 @teacher_images_option
 @click.pass_context
-def all_steps(ctx: click.Context, work: Path, student: Path, out: Path, teacher_spec: str | None, teacher_images: int | None) -> None:
+def all_steps(
+    ctx: click.Context, work: Path, student: Path, label_files: tuple[Path, ...], out: Path, teacher_spec: str | None, teacher_images: int | None
+) -> None:
     """features, teacher (with --teacher), fit, calibrate, export, package (with measure)."""
     command = _command_line()
     ctx.invoke(features, work=work, student=student)
     if teacher_spec:
         ctx.invoke(teacher, work=work, student=student, teacher_spec=teacher_spec, teacher_images=teacher_images, photos=(CORPUS,), with_dev=True)
     ctx.invoke(fit, work=work, rank_weight=RANK_WEIGHT, teacher_weight=DEFAULT_TEACHER_WEIGHT)
-    ctx.invoke(calibrate, work=work, student=student, corpus=(CORPUS,))
+    ctx.invoke(calibrate, work=work, student=student, label_files=label_files)
     ctx.invoke(export_cmd, work=work, student=student)
     ctx.invoke(package, work=work, out=out, version=PACKAGE_VERSION, name="perceptlite-base", measure=True, command=command)
 

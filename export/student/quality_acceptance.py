@@ -134,6 +134,19 @@ def iaa_and_ista(scorer: Scorer, corpus: Sequence[Path], ladder_photos: int = 12
     }
 
 
+def iaa_on_heldout_records(scorer: Scorer, work: Path) -> dict:
+    """`iaa` vs NIMA on the held-out photos' clean and distorted label records: 0.1.0's acceptance protocol,
+    where "today's 0.84" was measured (the label files the blend was fitted from, WORK/iaa_blend.json)."""
+    from .quality_aesthetics import blend_records
+    from .train import record_image
+
+    labels = [Path(p) for p in json.loads((work / "iaa_blend.json").read_text())["labels"]]
+    records = [r for r in blend_records(labels) if is_heldout(r["source"])]
+    images = (record_image(r) for r in records)
+    iaa = [r.iaa for r in tqdm(scorer.score_many(images), total=len(records), desc="held-out records", unit="img")]
+    return {"iaa_vs_nima_srcc_heldout_records": round(_srcc(iaa, [r["iaa"] for r in records]), 4), "heldout_records": len(records)}
+
+
 def variant_agreement(package: Path, paths: Sequence[Path]) -> dict:
     fp32 = score_paths(Scorer(package, device="cpu", variant="fp32"), paths, "fp32")
     int8 = score_paths(Scorer(package, device="cpu", variant="int8"), paths, "int8")
@@ -154,7 +167,7 @@ def measure_package(package: Path, work: Path) -> dict:
         "human": {**human_agreement(scorer), "cv_5fold_train_part": fit["cv_5fold_train_part"]},
         "ladders": {"photos": list(EVAL_WALLPAPERS[:LADDER_PHOTOS]), "spearman_level_vs_iqa": size_ladders(scorer, EVAL_WALLPAPERS[:LADDER_PHOTOS])},
         "size_drift": size_drift(scorer, EVAL_WALLPAPERS[:LADDER_PHOTOS]),
-        "aesthetics_and_structure": iaa_and_ista(scorer, corpus),
+        "aesthetics_and_structure": {**iaa_and_ista(scorer, corpus), **iaa_on_heldout_records(scorer, work)},
         "int8_vs_fp32": variant_agreement(package, dev_held[:80] + corpus[:40]),
         "files_mb": {p.name: round(p.stat().st_size / 1e6, 2) for p in sorted(package.glob("*.onnx"))},
         "targets": TARGETS,

@@ -53,7 +53,7 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
                 "fit": fit,
             },
             "iaa": {
-                "what": "the student's iaa head (distilled from NIMA) blended with a ridge on the whole view's block statistics (fitted to NIMA on the corpus's training part), through a monotone map onto the spread of AVA's human mean ratings",
+                "what": "the student's iaa head (distilled from NIMA) blended with a ridge on the whole view's block statistics (fitted to NIMA's iaa of the distillation's training label records: clean, distorted and cropped corpus photos), through a monotone map onto the spread of AVA's human mean ratings",
                 "calibration": _read(work / "iaa_knots.json"),
             },
             "ista": {"what": "the student's ista head, unchanged"},

@@ -66,7 +66,10 @@ def test_ladders_are_deterministic_and_keep_the_size(corpus_dir, kind):
 def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus_dir):
     from export.student.quality_export import export_package_files
     from export.student.calibration import apply_knots
-    from export.student.quality_aesthetics import blended_corpus_iaa, calibrate_iaa
+    from export.student.label import main as label_main
+    from export.student.label import read_records
+    from export.student.quality_aesthetics import blended_record_iaa, calibrate_iaa
+    from export.student.train import record_image
     from export.student.quality_features import cache_dev_features, cache_ladder_features, feature_session
     from export.student.quality_fit import fit_iqa_head
     from export.student.quality_package import write_quality_package
@@ -85,8 +88,12 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     ordinary.mkdir()
     for path in sorted((corpus_dir / "bsds500" / "val").glob("*.jpg"))[:8]:
         os.symlink(path, ordinary / path.name)
-    knots = calibrate_iaa(session, [ordinary], work / "iaa_knots.json")
-    assert knots["photos"] == 8 and knots["blend"]["train_photos"] + knots["blend"]["heldout_photos"] == 8
+    labels = tmp_path / "labels.jsonl"  # as export.student.distill labels the corpus, with NIMA alone
+    assert label_main(["--teacher", "nima", "--images", str(ordinary), "--out", str(labels), "--distortions-per-image", "1", "--views-per-image", "1"]) == 0
+    knots = calibrate_iaa(session, [labels], work / "iaa_knots.json")
+    blend = knots["blend"]
+    assert knots["photos"] == 8 and blend["train_photos"] + blend["heldout_photos"] == 8
+    assert blend["train_records"] == 3 * blend["train_photos"] and blend["heldout_records"] == 2 * blend["heldout_photos"]  # held-out crops left out
     summary = export_package_files(work, student_checkpoint, [p for p, _, _ in photos[:4]])
     assert summary["onnx_vs_torch_max_abs"] < 0.05
     package = write_quality_package(work, tmp_path / "package", "0.0.1", "test", fidelity=None)
@@ -96,9 +103,10 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
         result = Scorer(package, device="cpu", variant=variant).score(str(photos[1][0]))
         assert result.ok and all(0 <= v <= 100 for v in (result.iaa, result.iqa, result.ista))
     # The graph's iaa is the blend the factory fitted, through the calibration it wrote.
-    expected_iaa = apply_knots(blended_corpus_iaa(work), knots["knots"])
-    scored_iaa = [r.iaa for r in Scorer(package, device="cpu", variant="fp32").score_many(sorted(ordinary.iterdir()))]
-    np.testing.assert_allclose(scored_iaa, expected_iaa, atol=0.05)
+    raw, clean = blended_record_iaa(work)
+    clean_images = [record_image(r) for r in read_records([labels]) if not r.get("distortion") and not r.get("view")]
+    scored_iaa = [r.iaa for r in Scorer(package, device="cpu", variant="fp32").score_many(clean_images)]
+    np.testing.assert_allclose(scored_iaa, apply_knots(raw[clean], knots["knots"]), atol=0.05)
     # The size-drift measurement scores one wallpaper at 500 px and at its own size, and the card shows it.
     from export.student.quality_acceptance import size_drift
     from export.student.quality_card import model_card, size_drift_shortfall
