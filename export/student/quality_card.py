@@ -117,6 +117,10 @@ def _speed_lines(speed: dict) -> list[str]:
     ]
 
 
+# The 0.1.0 package's iaa vs NIMA through perceptlite.Scorer on the same held-out images (export/README.md).
+IAA_010 = {"clean": 0.817, "records": 0.837}
+
+
 def _blend_weight(calibration: dict) -> str:
     return _fmt(calibration.get("blend", {}).get("blend_weight"))
 
@@ -174,9 +178,11 @@ def model_card(manifest: dict) -> str:
         "## Aesthetics and structure against 0.1.0",
         "",
         f"On all {other.get('images')} clean corpus photos held out from distillation: `iaa` vs NIMA SRCC {_fmt(other.get('iaa_vs_nima_srcc'))}",
-        f"(the student's iaa head alone: {_fmt(_blend_heldout(calibration, 'clean').get('student_head'))}, the ridge alone {_fmt(_blend_heldout(calibration, 'clean').get('ridge'))}).",
+        f"(the student's iaa head alone: {_fmt(_blend_heldout(calibration, 'clean').get('student_head'))}, the ridge alone {_fmt(_blend_heldout(calibration, 'clean').get('ridge'))};"
+        f" the 0.1.0 package: {IAA_010['clean']}).",
         f"On their {other.get('heldout_records')} clean and distorted label records (0.1.0's protocol, where its card measured 0.839):",
-        f"{_fmt(other.get('iaa_vs_nima_srcc_heldout_records'))} (head alone {_fmt(_blend_heldout(calibration, 'clean_and_distorted').get('student_head'))}).",
+        f"{_fmt(other.get('iaa_vs_nima_srcc_heldout_records'))} (head alone {_fmt(_blend_heldout(calibration, 'clean_and_distorted').get('student_head'))};"
+        f" the 0.1.0 package: {IAA_010['records']}).",
         "The ridge was fitted to NIMA's iaa of the training photos' label records (clean, distorted, cropped); its share",
         "in the blend was chosen on 300 of the dev photos by agreement with NIMA (cross-validation on the training records",
         "cannot choose it: the head was distilled on them). The iaa head is 0.1.0's; the whole view's resize is",
@@ -218,7 +224,8 @@ def model_card(manifest: dict) -> str:
         "",
         "- `iqa` was fitted on one database of phone photos (500 x 500). Professional, synthetic or heavily edited",
         "  images are outside what it learnt from; check it on your own rated images with `perceptlite eval`.",
-        "- `iaa` ranks like NIMA (about 0.6 SRCC with people on AVA), only spread like people.",
+        "- `iaa` ranks like NIMA (about 0.6 SRCC with people on AVA), only spread like people. It follows NIMA less",
+        f"  closely on clean photos alone ({_fmt(other.get('iaa_vs_nima_srcc'))} on the held-out ones) than on clean and distorted ones together ({_fmt(other.get('iaa_vs_nima_srcc_heldout_records'))}).",
         "- `ista` comes from a hand-built texture measure (its teacher discounts noise; measured above, it does not rise with it).",
         *size_drift_shortfall(fidelity),
         *missed_targets(fidelity),
@@ -257,7 +264,8 @@ def missed_targets(fidelity: dict) -> list[str]:
         ("`iqa` SRCC with people (held out)", held.get("srcc"), targets.get("iqa_srcc"), ">="),
         ("`iqa` PLCC with people (held out)", held.get("plcc"), targets.get("iqa_plcc"), ">="),
         ("`iqa` mean error to people (held out)", held.get("mae"), targets.get("iqa_mae"), "<="),
-        ("`iaa` vs NIMA SRCC (held-out clean photos)", other.get("iaa_vs_nima_srcc"), targets.get("iaa_vs_nima_srcc"), ">="),
+        # The 0.84 target is 0.1.0's card: measured on held-out clean and distorted records, so it is checked there;
+        # the clean photos alone are reported beside 0.1.0's own number on them (model card, Aesthetics).
         (
             "`iaa` vs NIMA SRCC (held-out clean and distorted records, 0.1.0's protocol)",
             other.get("iaa_vs_nima_srcc_heldout_records"),
