@@ -28,7 +28,7 @@ from .images.decode import DEFAULT_MAX_PIXELS
 from .images.memory import set_decode_memory
 from .package.manifest import ModelPackage
 from .package.registry import load_model
-from .pipeline import ImageInput, ResultCache, prepare_item, score_group, score_items
+from .pipeline import ImageInput, ResultCache, default_jobs, prepare_item, score_group, score_items
 from .records import ScoreResult
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class Scorer:
             threads=self.options.threads,
             variant=self.options.variant,
             batch_size=self.options.batch_size,
+            workers=self.options.jobs or default_jobs(),
         )
         self.batch_size = self.options.batch_size or self.backend.batch_size
         if self.options.decode_memory is not None:

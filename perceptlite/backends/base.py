@@ -37,14 +37,20 @@ class Backend(Protocol):
 
 
 def load_backend(
-    package: ModelPackage, device: str = "auto", threads: int | None = None, variant: str | None = None, batch_size: int | None = None
+    package: ModelPackage,
+    device: str = "auto",
+    threads: int | None = None,
+    variant: str | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
 ) -> Backend:
     """Open the runtime that `package.backend` names. Heavy modules are imported only here.
-    `batch_size`: the batch size the caller asked for, if any (None: the backend's default)."""
+    `batch_size`: the batch size the caller asked for, if any (None: the backend's default);
+    `workers`: how many threads will call it (the pipeline's decode workers; None: one per core)."""
     if package.backend == "onnx":
         from .onnx import OnnxBackend
 
-        return OnnxBackend(package, device=device, threads=threads, variant=variant, batch_size=batch_size)
+        return OnnxBackend(package, device=device, threads=threads, variant=variant, batch_size=batch_size, workers=workers)
     if package.backend == "gguf":
         from .gguf import GgufBackend
 

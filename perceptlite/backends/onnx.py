@@ -78,6 +78,7 @@ class OnnxBackend:
         *,
         variant: str | None = None,
         batch_size: int | None = None,
+        workers: int | None = None,
     ):
         self.package = package
         self.spec = package.input
@@ -86,8 +87,11 @@ class OnnxBackend:
         # On CPU, one image per run with runs side by side (one core each) outpaces one run spread
         # over every core: the pipeline then infers in its decode workers (bench: 2 cores, 0.4.0
         # package, 25.9 -> 29.4 images/s end to end in process).
-        side_by_side = providers == [CPU_PROVIDER] and (batch_size or 1) == 1
-        self.parallel_runs = (threads or os.cpu_count() or 1) if side_by_side else 1
+        # `workers`: the threads that will call infer (the decode workers); with one, a run gets every thread instead.
+        cores = os.cpu_count() or 1
+        runs = min(threads or cores, workers or cores)
+        side_by_side = providers == [CPU_PROVIDER] and (batch_size or 1) == 1 and runs > 1
+        self.parallel_runs = runs if side_by_side else 1
         weights = package.variant_file(variant)
         for name in check_external_data(package.path, weights, package.files):  # every file ORT opens is listed...
             package.open_file(name)  # ...and hash-checked

@@ -125,6 +125,8 @@ def test_cpu_runs_side_by_side_in_the_workers(tiny_package, tmp_path):
     assert batched.backend.parallel_runs == 1
     assert batched.backend.session.get_session_options().intra_op_num_threads == 3
     assert Scorer(tiny_package, device="cpu", threads=1).backend.parallel_runs == 1
+    one_worker = Scorer(tiny_package, device="cpu", threads=3, jobs=1)  # as RayScorer runs: the one run gets every thread
+    assert one_worker.backend.parallel_runs == 1 and one_worker.backend.session.get_session_options().intra_op_num_threads == 3
     images = [_photo(i, 40 + 23 * i, 60) for i in range(15)]
     paths = []
     for i, image in enumerate(images):
