@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, Union
 
 import numpy as np
@@ -116,8 +117,7 @@ def score_items(
     jobs = jobs or default_jobs()
     batch_size = batch_size or backend.batch_size
     in_workers = batch_size == 1 and backend.parallel_runs > 1
-    work = prepare_and_infer if in_workers else prepare_item
-    extra = (infer_gate,) if in_workers else ()
+    work = partial(prepare_and_infer, infer_gate=infer_gate) if in_workers else prepare_item
     window = max(2 * batch_size, 4 * jobs)
     source = iter(items)
     pending: deque[Future] = deque()
@@ -127,7 +127,7 @@ def score_items(
         try:
             while True:
                 for item in itertools.islice(source, window - len(pending)):  # top up to `window` in flight
-                    pending.append(pool.submit(work, backend, item, max_pixels, cache, *extra))
+                    pending.append(pool.submit(work, backend, item, max_pixels, cache))
                 if not pending:
                     break
                 outcome = pending.popleft().result()

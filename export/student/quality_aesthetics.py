@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from perceptlite.backends.preprocess import prepare_pixels
 
+from .acceptance import srcc
 from .label import read_records
 from .quality_features import FeatureSession, _save_npz, _student_heads
 from .splits import is_heldout
@@ -99,18 +99,11 @@ def fit_iaa_blend(work: Path, alpha: float = IAA_RIDGE_ALPHA, weight: float = IA
         "heldout_photos": int(rows["clean"].sum()),
         "heldout_records": int(held.sum()),
         "heldout_srcc_vs_nima": {
-            name: {"student_head": _srcc(raw[r], nima[r]), "ridge": _srcc(ridge[r], nima[r]), "blend": _srcc(blend[r], nima[r])}
+            name: {"student_head": round(srcc(raw[r], nima[r]), 4), "ridge": round(srcc(ridge[r], nima[r]), 4), "blend": round(srcc(blend[r], nima[r]), 4)}
             for name, r in rows.items()
         },
     }
     return summary
-
-
-def _srcc(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman, or None where it means nothing (fewer than 3 images, or a constant side)."""
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    return round(float(spearmanr(a, b)[0]), 4)
 
 
 def blended_iaa(raw: np.ndarray, ridge: np.ndarray, weight: float, raw_std: float, ridge_std: float) -> np.ndarray:

@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from perceptlite.images.decode import decode_file
-from perceptlite.backends.preprocess import prepare_crops, prepare_pixels
+from perceptlite.backends.preprocess import prepare_crops
 
 from .quality_model import IQA_FEATURES, export_features_onnx, input_spec, load_student_weights
 from .size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side

@@ -85,9 +85,8 @@ class OnnxBackend:
         self.draft_size = draft_size(self.spec)
         providers = choose_providers(device)
         # On CPU, one image per run with runs side by side (one core each) outpaces one run spread
-        # over every core: the pipeline then infers in its decode workers (bench: 2 cores, 0.4.0
-        # package, 25.9 -> 29.4 images/s end to end in process).
-        # `workers`: the threads that will call infer (the decode workers); with one, a run gets every thread instead.
+        # over every core (bench: 2 cores, 25.9 -> 29.4 images/s end to end in process). The runs
+        # happen in the `workers` decode threads; with a single worker, its run gets every thread.
         cores = os.cpu_count() or 1
         runs = min(threads or cores, workers or cores)
         side_by_side = providers == [CPU_PROVIDER] and (batch_size or 1) == 1 and runs > 1
