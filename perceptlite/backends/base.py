@@ -22,8 +22,6 @@ from PIL import Image
 from ..package.manifest import ModelPackage, ModelPackageError
 from .preprocess import Region
 
-DEVICES = ("auto", "cpu", "cuda")  # where a model runs: --device, ScoreOptions.device, every backend
-
 
 class Backend(Protocol):
     package: ModelPackage

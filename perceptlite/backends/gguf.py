@@ -20,7 +20,7 @@ from PIL import Image
 from ..errors import DeviceError
 from ..package.manifest import GgufSpec, ModelPackage, ModelPackageError
 from ..unipercept_prompts import VQA_TEMPLATE as VQA_INSTRUCTION  # UniPercept's multiple-choice instruction
-from .base import DEVICES
+from .devices import DEVICES
 from .preprocess import Region, draft_size
 
 INSTALL_HINT = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "perceptlite[gguf]"'

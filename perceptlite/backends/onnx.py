@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import DeviceError, one_line
 from ..package.manifest import ModelPackage, ModelPackageError
 from ..package.onnx_files import check_external_data
-from .base import DEVICES
+from .devices import DEVICES
 from .preprocess import Region, draft_size, prepare_crops, prepare_pixels
 
 INPUT_NAME = "pixels"

@@ -8,19 +8,19 @@ import warnings
 import click
 
 from . import ask, eval, filter, merge, models, report, score
-from .options import install_sigterm_handler
+from .options import CommandGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="perceptlite")
 def main() -> None:
     """Score images for aesthetics (iaa), technical quality (iqa) and structure & texture (ista).
 
     Exit codes of every command: 0 all done, 1 some files failed (their records say why),
-    2 usage, model or input errors (including no image files found).
+    2 usage, model or input errors (including no image files found), 130 interrupted (Ctrl-C),
+    143 terminated (SIGTERM), 141 stdout closed.
     """
     silence_library_warnings()
-    install_sigterm_handler()  # SIGTERM unwinds every command like Ctrl-C
 
 
 # Image libraries warn (decompression bomb, truncated TIFF, corrupt EXIF) from these modules; what

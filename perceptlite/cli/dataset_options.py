@@ -1,9 +1,10 @@
-"""`score --cache FILE` and `score --parquet FILE`: the dataset-scale extras of the score command."""
+"""`score --cache FILE` and `score --parquet FILE`: the dataset-scale extras of the score command
+(--cache itself is declared with the other scoring options, in options.py)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import click
 
@@ -13,23 +14,13 @@ from ..records.names import display_name, escape_unsafe
 from ..scorer import Scorer
 from .options import EXIT_USAGE
 
-
-def dataset_options(function: Callable) -> Callable:
-    """Add --cache and --parquet to a command."""
-    function = click.option(
-        "--parquet",
-        "parquet_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help='Also write the records, with model name and hash, to a Parquet FILE (needs pip install "perceptlite[parquet]").',
-    )(function)
-    return click.option(
-        "--cache",
-        "cache_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="SQLite score cache: reuse scores of unchanged files scored before with this model; remember new ones.",
-    )(function)
+parquet_option = click.option(
+    "--parquet",
+    "parquet_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help='Also write the records, with model name and hash, to a Parquet FILE (needs pip install "perceptlite[parquet]").',
+)
 
 
 class DatasetRun:
@@ -52,6 +43,19 @@ class DatasetRun:
                 self.parquet.write(result)
             yield result
         self.finished = True
+
+    def abandon(self) -> None:
+        """Publish no Parquet file even though every result went through (the run failed)."""
+        self.finished = False
+
+    def publish(self) -> None:
+        """Put the finished Parquet file in place now, before the command's other outputs, so that a
+        failure here (PerceptliteError) keeps them from being published too."""
+        parquet, self.parquet = self.parquet, None
+        if parquet is not None and self.finished:
+            parquet.close()
+        elif parquet is not None:
+            parquet.abort()
 
     def close(self) -> None:
         """Finish (or drop) the Parquet file and commit the cache; a failure is one line and exit 2."""

@@ -11,13 +11,13 @@ import sys
 
 import click
 
-from ..datasets.file_actions import CONFLICT_POLICIES, LINK_TYPES, FileActionError, TargetFolder, execute, plan, relative_to_root
+from ..datasets.file_actions import CONFLICT_POLICIES, LINK_TYPES, FileActionError, TargetFolder, execute, plan, relative_to_root, resolved
 from ..datasets.query import FIELDS, compile_where
 from ..records import ScoreResult
 from ..records.names import display_name
 from ..records.text import stdout_text
-from .options import EXIT_OK, EXIT_SOME_FAILED, exits_on_errors, fail
-from .sources import gather_results, score_source_options
+from .options import EXIT_OK, EXIT_SOME_FAILED, Scoring, exits_on_errors, fail, require_stdout, scoring_options
+from .sources import from_scores_option, gather_results
 
 PAST_TENSE = {"copy": "copied", "move": "moved", "link": "linked"}
 
@@ -44,7 +44,7 @@ def destinations(results: list[ScoreResult], roots: tuple[str, ...]) -> list[tup
     if roots:
         bases = list(roots)
     else:
-        folders = [os.path.dirname(os.path.abspath(result.file)) for result in results]
+        folders = [os.path.dirname(resolved(result.file)) for result in results]
         bases = [os.path.commonpath(folders)] if folders else []
     pairs = []
     for result in results:
@@ -74,10 +74,11 @@ def destinations(results: list[ScoreResult], roots: tuple[str, ...]) -> list[tup
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be copied/moved/linked; change nothing.")
 @click.option("-0", "--null", "null", is_flag=True, help="Separate printed paths with NUL instead of newline (for xargs -0).")
-@score_source_options
+@from_scores_option
+@scoring_options
 @exits_on_errors
 def command(
-    paths, where, top, bottom, by, copy_to, move_to, link_to, link_type, on_conflict, dry_run, null, from_scores, cache_path, model, device
+    paths, where, top, bottom, by, copy_to, move_to, link_to, link_type, on_conflict, dry_run, null, from_scores, scoring: Scoring
 ) -> None:
     """Select images (PATHS, or the records of --from-scores) whose scores match; print their paths or act on them."""
     targets = [(name, folder) for name, folder in (("copy", copy_to), ("move", move_to), ("link", link_to)) if folder]
@@ -89,10 +90,12 @@ def command(
         raise click.UsageError("--top/--bottom need --by AXIS")
     if not where and top is None and bottom is None:
         raise click.UsageError("give --where EXPRESSION and/or --top/--bottom N --by AXIS")
+    if not targets:
+        require_stdout()
     try:
         if where:
             compile_where(where)  # a syntax error stops us before any scoring
-        results = gather_results(paths, from_scores, cache_path, model, device)
+        results = gather_results(paths, from_scores, scoring)
         failed = sum(1 for result in results if result.error is not None)
         if failed:
             click.echo(f"perceptlite: {failed} file(s) have no scores (failed to decode) and match nothing", err=True)
@@ -101,8 +104,10 @@ def command(
             _print_paths(chosen, null)
         else:
             action, folder = targets[0]
-            _act(chosen, paths, action, folder, link_type, on_conflict, dry_run)
+            _act(chosen, paths, action, folder, link_type, on_conflict, dry_run, scoring.quiet)
     except OSError as exc:  # e.g. permission denied or a full disk in the target
+        if isinstance(exc, BrokenPipeError):
+            raise  # `filter ... | head -1`: the command group ends quietly (141)
         fail(f"{exc.filename or (copy_to or move_to or link_to)}: {exc.strerror or exc}")
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
@@ -127,7 +132,14 @@ def _print_paths(chosen: list[ScoreResult], null: bool) -> None:
 
 
 def _act(
-    chosen: list[ScoreResult], roots: tuple[str, ...], action: str, folder: str, link_type: str, on_conflict: str, dry_run: bool
+    chosen: list[ScoreResult],
+    roots: tuple[str, ...],
+    action: str,
+    folder: str,
+    link_type: str,
+    on_conflict: str,
+    dry_run: bool,
+    quiet: bool = False,
 ) -> None:
     _require_scored_files(chosen)
     pairs = destinations(chosen, roots)
@@ -145,4 +157,5 @@ def _act(
             else:
                 done += 1
     note = f", skipped {skipped} that already existed" if skipped else ""
-    click.echo(f"{PAST_TENSE[action]} {done} file(s) to {display_name(folder)}{note}", err=True)
+    if not quiet:
+        click.echo(f"{PAST_TENSE[action]} {done} file(s) to {display_name(folder)}{note}", err=True)

@@ -15,6 +15,7 @@ from ..images.discover import iter_image_files
 from ..records import ScoreResult
 from ..records.files import format_of, read, write
 from ..records.names import display_name
+from ..records.publish import check_outputs
 from .options import exits_on_errors
 
 MAX_LISTED = 5
@@ -86,6 +87,7 @@ def _parquet_model(sources: list[str]) -> tuple[str | None, str | None]:
 def command(outputs: tuple[str, ...], output: str, check_roots: tuple[str, ...]) -> None:
     """Join the score files of sharded runs (OUTPUTS) into one, ordered by path; duplicates are an error."""
     sources = list(outputs)
+    check_outputs({"-o": output}, {"": sources, "--check": check_roots})
     format_of(output)
     model, model_hash = _parquet_model(sources)
     results = merge_results(sources)
@@ -95,7 +97,10 @@ def command(outputs: tuple[str, ...], output: str, check_roots: tuple[str, ...])
             listed = ", ".join(repr(path) for path in missing[:MAX_LISTED])
             more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
             raise PerceptliteError(f"{len(missing)} image(s) are in no output: {listed}{more}; is a shard missing?")
-    with write(output, model=model, model_hash=model_hash) as writer:
-        for result in results:
-            writer.write(result)
+    try:
+        with write(output, model=model, model_hash=model_hash) as writer:
+            for result in results:
+                writer.write(result)
+    except OSError as exc:  # a missing or read-only folder, a full disk, a name too long: nothing was written
+        raise PerceptliteError(f"{output}: cannot write ({exc.strerror or exc})") from None
     click.echo(f"merged {len(results)} records from {len(sources)} files into {display_name(output)}", err=True)

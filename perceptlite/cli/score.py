@@ -2,20 +2,20 @@
 
 Exit codes: 0 every file scored, 1 some files could not be scored (their records carry `error`),
 2 usage, model or input errors (bad options, missing paths, a model that cannot be found or
-loaded, no image files found).
+loaded, no image files found, an output that is an input or another output). Outputs (-o, --parquet)
+are published only when the run ends with 0 or 1.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import click
 
-from ..images.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from ..errors import PerceptliteError
+from ..images.decode import DEFAULT_MAX_PIXELS
 from ..images.discover import iter_image_files, parse_shard
 from ..images.memory import DEFAULT_DECODE_MEMORY
 from ..package.manifest import ModelPackage
@@ -23,21 +23,22 @@ from ..package.registry import load_model
 from ..records import ScoreResult
 from ..records.files import write
 from ..records.names import display_name
-from ..scorer import ScoreOptions, Scorer
-from .dataset_options import dataset_options, dataset_run
+from ..records.publish import check_outputs
+from ..scorer import Scorer
+from .dataset_options import dataset_run, parquet_option
 from .options import (
-    EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_TERMINATED,
+    Scoring,
     Terminated,
-    batch_size_option,
     exits_on_errors,
     fail,
-    install_sigterm_handler,
-    model_options,
+    require_stdout,
+    scoring_options,
 )
+from .sources import unique_files
 
 
 def _shard(ctx, param, value):
@@ -51,7 +52,7 @@ def _shard(ctx, param, value):
 
 @click.command("score")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=True, dir_okay=True))
-@model_options()
+@scoring_options
 @click.option("--table", "fmt", flag_value="table", help="Readable table (the default on stdout).")
 @click.option("--json", "fmt", flag_value="json", help="One JSON array of records.")
 @click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON record per line.")
@@ -59,12 +60,10 @@ def _shard(ctx, param, value):
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(dir_okay=False),
     default=None,
-    help="Write to FILE (atomically, when the run finishes) instead of stdout; its extension (.json, .jsonl, .csv, .parquet) picks the format unless a format flag is given.",
+    help="Write to FILE (atomically, when the run succeeds) instead of stdout; its extension (.json, .jsonl, .csv, .parquet) picks the format unless a format flag is given.",
 )
-@batch_size_option
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Decode worker threads [default: one per core, at least 2].")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Descend into subfolders.")
 @click.option("--hidden", is_flag=True, help="Include hidden files and folders (names starting with '.').")
 @click.option(
@@ -85,43 +84,16 @@ def _shard(ctx, param, value):
     metavar="MB",
     help="Memory that image decoding may hold at once; bigger images wait their turn, an image that alone needs more is refused.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
-@dataset_options
+@parquet_option
 @exits_on_errors
-def command(
-    paths,
-    model,
-    variant,
-    device,
-    threads,
-    fmt,
-    output,
-    batch_size,
-    jobs,
-    recursive,
-    hidden,
-    shard,
-    max_pixels,
-    decode_memory,
-    quiet,
-    cache_path,
-    parquet_path,
-):
+def command(paths, scoring: Scoring, fmt, output, recursive, hidden, shard, max_pixels, decode_memory, parquet_path):
     """Score images (files or folders, recursively) for iaa, iqa and ista (0-100)."""
-    install_sigterm_handler()
-    _refuse_inputs_as_outputs(paths, {"-o": output, "--parquet": parquet_path})
-    package = load_model(model)
-    batch_size = _bounded_batch_size(batch_size, package, decode_memory << 20)
-    options = ScoreOptions(
-        device=device,
-        threads=threads,
-        variant=variant,
-        jobs=jobs,
-        batch_size=batch_size,
-        max_pixels=max_pixels,
-        decode_memory=decode_memory << 20,
-        cache=cache_path,
-    )
+    if output is None and fmt != "parquet":
+        require_stdout()
+    check_outputs({"-o": output, "--parquet": parquet_path}, {"": paths, "--cache": scoring.cache_path})
+    package = load_model(scoring.model)
+    batch_size = _bounded_batch_size(scoring.batch_size, package, decode_memory << 20)
+    options = scoring.score_options(batch_size=batch_size, max_pixels=max_pixels, decode_memory=decode_memory << 20)
     scorer = Scorer(package, options)
     discovery_failures: list[str] = []
 
@@ -129,54 +101,31 @@ def command(
         discovery_failures.append(path)
         click.echo(f"perceptlite: cannot read folder {display_name(path)}: {reason}", err=True)
 
-    files = iter_image_files(paths, recursive=recursive, hidden=hidden, shard=shard, on_error=on_folder_error)
-    dataset = dataset_run(scorer, cache_path, parquet_path, quiet)  # --cache, --parquet; closed with the click context
+    files = unique_files(iter_image_files(paths, recursive=recursive, hidden=hidden, shard=shard, on_error=on_folder_error))
+    dataset = dataset_run(scorer, scoring.cache_path, parquet_path, scoring.quiet)  # closed with the click context
     results = dataset.tee(scorer.score_many(files))
     try:
-        with _progress(quiet) as progress:
-            scored, failed = _write_all(results, fmt, output, progress, scorer.package)
+        with _progress(scoring.quiet) as progress:
+            scored, failed = _write_all(results, fmt, output, progress, scorer.package, bool(discovery_failures), dataset.publish)
+    except NoImagesFound:
+        dataset.abandon()  # a run that found nothing publishes nothing: earlier outputs stay as they were
+        raise
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         click.echo(f"perceptlite: {what}" + (f"; {display_name(output)} left unchanged" if output else ""), err=True)
         sys.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
-    except BrokenPipeError:  # e.g. `perceptlite score . | head`: stop quietly like other Unix tools
-        _silence_stdout()
-        sys.exit(EXIT_BROKEN_PIPE)
     except OSError as exc:
+        if isinstance(exc, BrokenPipeError) and output is None:
+            raise  # `perceptlite score . | head`: the command group ends quietly (141)
         target = display_name(output) if output else "stdout"
         fail(f"cannot write {target}: {exc.strerror or exc}")
-    if scored == 0 and failed == 0 and not discovery_failures:
-        fail("no image files found")  # an empty folder is not success
-    if not quiet:
+    if not scoring.quiet:
         _summary(scored, failed, output)
     sys.exit(EXIT_SOME_FAILED if failed or discovery_failures else EXIT_OK)
 
 
-def _refuse_inputs_as_outputs(paths, outputs: dict[str, str | None]) -> None:
-    """Exit 2 before any work when an output file is one of the images this run reads."""
-    for option, output in outputs.items():
-        clash = _input_named(output, paths) if output is not None else None
-        if output is not None and clash is not None:
-            fail(f"{option} {display_name(output)} is an input of this run ({display_name(clash)}); refusing to overwrite it")
-
-
-def _input_named(output: str, paths) -> str | None:
-    """The input PATH that `output` is (a given file) or would be found in (an image under a folder)."""
-    try:
-        info = os.stat(output)
-    except OSError:
-        return None  # a new file is no input
-    if not stat.S_ISREG(info.st_mode):
-        return None  # FIFOs and devices are written through, never replaced
-    real = os.path.realpath(output)
-    for path in paths:
-        if os.path.isdir(path):
-            inside = real.startswith(os.path.realpath(path).rstrip(os.sep) + os.sep)
-            if inside and real.lower().endswith(IMAGE_EXTENSIONS):
-                return path
-        elif os.path.exists(path) and os.path.samefile(path, output):
-            return path
-    return None
+class NoImagesFound(PerceptliteError):
+    """The run found no image files: an error (exit 2), and no output is published."""
 
 
 # Memory one image costs during inference, as a multiple of its input tensor (activations of a small
@@ -201,12 +150,19 @@ def _bounded_batch_size(batch_size: int | None, package: ModelPackage, budget: i
     return batch_size
 
 
-def _silence_stdout() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-
-
-def _write_all(results: Iterable[ScoreResult], fmt: str | None, output: str | None, progress, package: ModelPackage) -> tuple[int, int]:
+def _write_all(
+    results: Iterable[ScoreResult],
+    fmt: str | None,
+    output: str | None,
+    progress,
+    package: ModelPackage,
+    found_elsewhere: bool,
+    publish_first: Callable[[], None],
+) -> tuple[int, int]:
+    """Write every result; (scored, failed). No result (and no unreadable folder, `found_elsewhere`)
+    raises NoImagesFound: inside the writer for a file, so that it is not published; after it for
+    stdout, which gets a complete (empty) document. `publish_first` puts the other outputs in place
+    just before this one, so that a failure there leaves -o unpublished too."""
     scored = failed = 0
     with write(output, fmt, model=package.name, model_hash=package.package_hash) as writer:
         for result in results:
@@ -216,6 +172,13 @@ def _write_all(results: Iterable[ScoreResult], fmt: str | None, output: str | No
             else:
                 scored += 1
             progress.update(1)
+        nothing = scored == failed == 0 and not found_elsewhere
+        if nothing and output is not None:
+            raise NoImagesFound("no image files found")
+        if not nothing:
+            publish_first()
+    if nothing:
+        raise NoImagesFound("no image files found")  # an empty folder is not success
     return scored, failed
 
 

@@ -54,12 +54,22 @@ def safe_relative(relative: str) -> str:
     return relative
 
 
+def resolved(path: str) -> str:
+    """`path` absolute, with its folders' symbolic links and ``..`` resolved the way the system
+    resolves them when it opens the file; the file's own name is kept (a link is a name of its own)."""
+    absolute = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+
+
 def relative_to_root(path: str, roots: list[str]) -> str | None:
-    """The path of `path` below the first root that holds it (a file root gives its own name)."""
-    absolute = os.path.normpath(os.path.abspath(path))
+    """The path of `path` below the first root that holds it (a file root gives its own name).
+
+    Both are compared as resolved paths: a record's path that passes through a link and ``..``
+    is placed by the file it names, never by how its text reads."""
+    absolute = resolved(path)
     for root in roots:
-        base = os.path.normpath(os.path.abspath(root))
-        if absolute == base:
+        base = os.path.realpath(root)
+        if absolute in (base, resolved(root)):
             return os.path.basename(absolute)
         if absolute.startswith(base.rstrip(os.sep) + os.sep):
             return absolute[len(base.rstrip(os.sep)) + 1 :]
@@ -178,7 +188,7 @@ class TargetFolder:
 
     def _write_temp(self, source: str, parent: int, name: str) -> str:
         for attempt in range(100):
-            temp = f".{name[:100]}.{os.getpid()}.{attempt}.perceptlite-tmp"
+            temp = f".pl-{os.getpid()}-{attempt}.tmp"  # short: fits beside any valid name
             try:
                 fd = os.open(temp, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
                 break
@@ -194,10 +204,12 @@ class TargetFolder:
             os.fchmod(fd, info.st_mode & 0o777)
             os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
             os.fsync(fd)
-        except OSError as exc:
+        except BaseException as exc:  # also Ctrl-C and SIGTERM: no partial copy stays behind
             os.close(fd)
             _unlink_quietly(temp, parent)
-            raise FileActionError(f"{source}: cannot copy ({exc.strerror or exc})") from None
+            if isinstance(exc, OSError):
+                raise FileActionError(f"{source}: cannot copy ({exc.strerror or exc})") from None
+            raise
         os.close(fd)
         return temp
 

@@ -147,10 +147,10 @@ def build_report(results: Sequence[ScoreResult], title: str = "perceptlite repor
 
 def write_report(results: Sequence[ScoreResult], output: str | os.PathLike, title: str = "perceptlite report") -> None:
     """Write the report to `output` atomically."""
-    from ..records.text import output_file
+    from ..records.publish import atomic_output
 
     document = build_report(results, title)
-    with output_file(output) as handle:
+    with atomic_output(output) as handle:
         handle.write(document)
 
 

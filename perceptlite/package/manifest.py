@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 from ..errors import ModelPackageError, one_line
 from ..records import AXES
+from ..records.publish import atomic_output
 
 MANIFEST_NAME = "perceptlite.json"
 MODEL_CARD_NAME = "MODEL_CARD.md"
@@ -398,12 +398,5 @@ def write_package(folder: str | os.PathLike, manifest: dict[str, Any], model_car
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; package files must be readable by every user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, mode=0o644) as handle:  # package files must be readable by every user
+        handle.write(text)

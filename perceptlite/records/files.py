@@ -61,9 +61,10 @@ def write(
         with ParquetScoreWriter(path, model, model_hash) as parquet:
             yield parquet
         return
-    from .text import WRITERS, output_file, stdout_text
+    from .publish import atomic_output
+    from .text import WRITERS, stdout_text
 
-    opener: contextlib.AbstractContextManager[IO[str]] = output_file(path) if path is not None else stdout_text()
+    opener: contextlib.AbstractContextManager[IO[str]] = atomic_output(path) if path is not None else stdout_text()
     with opener as stream:
         writer = WRITERS[kind](stream)
         yield writer

@@ -5,20 +5,20 @@ Columns: the score record fields (:data:`perceptlite.records.FIELDS`) plus ``mod
 ``model_hash``, so a dataset table says which model produced it, and ``path_bytes``: null for
 every name that is valid UTF-8, else the name's exact bytes (``path`` then shows each undecodable
 byte as U+FFFD; see perceptlite/records/names.py). The file is written under a
-temporary name and renamed when complete: an interrupted run never leaves a half-written file.
+temporary name and renamed when complete (perceptlite/records/publish.py): an interrupted run never
+leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import PerceptliteError, one_line
 from . import AXES, FIELDS, SIZE_FIELDS, ScoreResult, rounded
 from .names import from_bytes, readable_text, utf8_or_none
+from .publish import discard, publish, temporary_beside
 
 INSTALL_HINT = 'pip install "perceptlite[parquet]"'
 MODEL_COLUMNS = ("model", "model_hash")
@@ -54,15 +54,13 @@ class ParquetScoreWriter:
         self.model = model
         self.model_hash = model_hash
         self.schema = schema().with_metadata({"perceptlite.model": model or "", "perceptlite.model_hash": model_hash or ""})
-        folder = os.path.dirname(os.path.abspath(self.path))
         self._tmp = ""
         try:
-            fd, self._tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
-            os.close(fd)
+            self._tmp = temporary_beside(self.path)
             self._writer = pq.ParquetWriter(self._tmp, self.schema)
         except OSError as exc:
             if self._tmp:
-                os.unlink(self._tmp)
+                discard(self._tmp)
             raise PerceptliteError(f"{self.path}: cannot write the Parquet file ({exc.strerror or one_line(exc)})") from None
         self._rows: list[dict[str, Any]] = []
         self.count = 0
@@ -82,7 +80,7 @@ class ParquetScoreWriter:
         try:
             self._flush()
             self._writer.close()
-            publish_file(self._tmp, self.path)
+            publish(self._tmp, self.path)
         except PerceptliteError:
             self.abort()
             raise
@@ -97,8 +95,7 @@ class ParquetScoreWriter:
         except OSError:
             pass  # e.g. the disk is full: the file is dropped anyway
         finally:
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+            discard(self._tmp)
 
     def __enter__(self) -> ParquetScoreWriter:
         return self
@@ -163,18 +160,3 @@ def arrow_table(results: Iterable[ScoreResult], model: str | None, model_hash: s
         rows.append({**row, "model": model, "model_hash": model_hash})
     arrow_schema = schema()
     return pa.table({name: [row.get(name) for row in rows] for name in arrow_schema.names}, schema=arrow_schema)
-
-
-def publish_file(finished: str, path: str) -> None:
-    """Put a finished temp file at `path`: replace a regular file (following links), or copy it
-    into a FIFO or device as a stream and drop the temp file."""
-    from .text import is_stream_target
-
-    if not is_stream_target(path):
-        os.replace(finished, os.path.realpath(path))
-        return
-    try:
-        with open(finished, "rb") as source, open(path, "wb") as target:
-            shutil.copyfileobj(source, target, 1 << 20)
-    finally:
-        os.unlink(finished)

@@ -1,4 +1,4 @@
-"""Text result writers (table, JSON, JSONL, CSV), streamed record by record, and atomic ``-o FILE``.
+"""Text result writers (table, JSON, JSONL, CSV), streamed record by record, and stdout text.
 
 Open them through :func:`perceptlite.records.files.write`. Every format carries the record fields of
 :mod:`perceptlite.records`; scores are rounded to 2 decimals. ``--json`` writes one JSON array incrementally, so even a
@@ -11,13 +11,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import os
-import stat
 import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from . import AXES, FIELDS, SIZE_FIELDS, ScoreResult
 from . import rounded as record
@@ -112,77 +108,6 @@ WRITERS: dict[str, type[Writer]] = {
 
 def _cell(value) -> str:
     return "-" if value is None else str(value)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
-    """Write to a temp file beside `path`; rename it over `path` only if the block finishes.
-
-    On any failure (or Ctrl-C) the temp file is removed and an existing `path` is left untouched.
-    """
-    target = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-        handle: IO[Any]
-        if binary:
-            handle = os.fdopen(fd, "wb")
-        else:
-            handle = os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="")
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        _copy_mode(target, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
-
-
-# Paths whose "files" are the process's own streams or devices: written through, never replaced.
-_STREAM_ROOTS = ("/dev/", "/proc/")
-
-
-def is_stream_target(path: str | os.PathLike) -> bool:
-    """True for an existing FIFO, device, socket or /dev, /proc entry (after following links)."""
-    text = os.path.abspath(os.fspath(path))
-    if text.startswith(_STREAM_ROOTS) or os.path.realpath(text).startswith(_STREAM_ROOTS):
-        return True
-    try:
-        return not stat.S_ISREG(os.stat(text).st_mode)
-    except OSError:  # not there yet (or a dangling link): an ordinary new file
-        return False
-
-
-@contextlib.contextmanager
-def output_file(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
-    """``-o FILE``: replace a regular file atomically, or write a FIFO or device through as a stream.
-
-    A symbolic link is followed: the file it points to is replaced, the link stays. On failure or
-    interruption nothing is left behind (no temp file; a regular target is unchanged).
-    """
-    if is_stream_target(path):
-        stream: IO[Any] = open(path, "wb") if binary else open(path, "w", encoding="utf-8", errors="surrogateescape", newline="")
-        with stream:
-            yield stream
-        return
-    with atomic_output(os.path.realpath(path), binary) as handle:
-        yield handle
-
-
-def _copy_mode(target: Path, tmp: str) -> None:
-    # mkstemp creates 0600; give the file the mode an ordinary new file would get (or the old one's).
-    try:
-        mode = target.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    with contextlib.suppress(OSError):
-        os.chmod(tmp, mode)
 
 
 @contextlib.contextmanager

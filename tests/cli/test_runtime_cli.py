@@ -184,7 +184,7 @@ def test_interrupted_run_keeps_the_old_file(tiny_package, tmp_path):
     )
     try:
         deadline = time.monotonic() + 60
-        while not any(n.startswith(".out.csv.") for n in os.listdir(tmp_path)):
+        while not any(n.startswith(".pl-") for n in os.listdir(tmp_path)):
             assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline
             time.sleep(0.02)

@@ -90,7 +90,7 @@ def test_copy_keeps_relative_paths_and_bytes_for_hostile_names(tmp_path, model, 
     assert snapshot(target) == before  # every file, same relative path, same bytes
     assert snapshot(photos) == before  # sources untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(outside_before + ["picked"])
-    assert not list(target.rglob("*perceptlite-tmp*"))
+    assert not list(target.rglob(".pl-*"))
 
 
 def test_move_copies_then_deletes_sources(tmp_path, model, photos):

@@ -114,7 +114,7 @@ def _slow_folder(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signals_clean_up_and_end_the_run(tiny_package, tmp_path, signum, code):
-    """SIGTERM unwinds like Ctrl-C: no `.partial` file, the old output kept, exit 143 (130)."""
+    """SIGTERM unwinds like Ctrl-C: no temporary file, the old output kept, exit 143 (130)."""
     folder = _slow_folder(tmp_path)
     out = tmp_path / "out.jsonl"
     out.write_text("old")
@@ -127,7 +127,7 @@ def test_signals_clean_up_and_end_the_run(tiny_package, tmp_path, signum, code):
     )
     try:
         deadline = time.monotonic() + 60
-        while not any(n.endswith(".partial") for n in os.listdir(tmp_path)):
+        while not any(n.startswith(".pl-") for n in os.listdir(tmp_path)):
             assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline, "the run never started writing"
             time.sleep(0.02)
