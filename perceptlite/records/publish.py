@@ -125,7 +125,7 @@ def check_outputs(
     """
     given = {option: os.fspath(path) for option, path in outputs.items() if path is not None}
     for option, path in given.items():
-        _check_not_a_folder(option, path)
+        _check_place(option, path)
     named = list(given.items())
     for index, (option, path) in enumerate(named):
         for other, other_path in named[:index]:
@@ -147,14 +147,26 @@ def _as_list(paths: Iterable[str] | str | None) -> list[str]:
     return [os.fspath(path) for path in paths]
 
 
-def _check_not_a_folder(option: str, path: str) -> None:
-    """An output is a file in a folder that exists (a name ending in / means a folder)."""
+def _check_place(option: str, path: str) -> None:
+    """An output is a file, with a name its folder can hold, in a folder that exists (a name ending
+    in / means a folder)."""
     if path.endswith(("/", os.sep)) or os.path.isdir(path):
         example = display_name(os.path.join(path, "scores.jsonl"))
         raise OutputError(f"{option} {display_name(path)} is a folder; give a file name (e.g. {example})")
     folder = os.path.dirname(os.path.abspath(path))
-    if not is_stream_target(path) and not os.path.isdir(folder):
+    if is_stream_target(path):
+        return
+    if not os.path.isdir(folder):
         raise OutputError(f"{option} {display_name(path)}: no folder {display_name(folder)} to write it in")
+    if len(os.fsencode(os.path.basename(path))) > _name_max(folder):
+        raise OutputError(f"{option} {display_name(path)}: file name too long for its folder ({_name_max(folder)} bytes at most)")
+
+
+def _name_max(folder: str) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):  # a file system that does not say: the common limit
+        return 255
 
 
 def _same_file(first: str, second: str) -> bool:
