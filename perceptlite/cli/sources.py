@@ -33,10 +33,10 @@ def unique_files(files: Iterable[str]) -> Iterator[str]:
     seen: set[str] = set()
     folders: dict[str, str] = {}  # each folder resolved once: a run of 20,000 files has few folders
     for path in files:
-        folder, name = os.path.split(os.path.abspath(path))
+        folder, name = os.path.split(path)
         real = folders.get(folder)
         if real is None:
-            real = folders[folder] = os.path.realpath(folder)
+            real = folders[folder] = os.path.realpath(folder or ".")
         key = os.path.join(real, name)
         if key not in seen:
             seen.add(key)

@@ -57,8 +57,10 @@ def safe_relative(relative: str) -> str:
 def resolved(path: str) -> str:
     """`path` absolute, with its folders' symbolic links and ``..`` resolved the way the system
     resolves them when it opens the file; the file's own name is kept (a link is a name of its own)."""
-    absolute = os.path.abspath(path)
-    return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+    folder, name = os.path.split(path)  # not abspath first: it would drop "link/.." as text
+    if name in ("", ".", ".."):
+        return os.path.realpath(path)
+    return os.path.join(os.path.realpath(folder or "."), name)
 
 
 def relative_to_root(path: str, roots: list[str]) -> str | None:

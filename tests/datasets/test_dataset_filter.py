@@ -226,3 +226,29 @@ def test_usage_errors_are_one_line(tmp_path, model, photos):
     missing = run_cli("filter", "--from-scores", tmp_path / "nope.jsonl", "--where", "iaa > 1", check=False)
     assert missing.returncode != 0 and "nope.jsonl" in missing.stderr and "Traceback" not in missing.stderr
     shutil.rmtree(photos)
+
+
+@pytest.mark.parametrize("action", ["--move-to", "--copy-to", None])
+def test_a_record_through_a_symlink_and_dotdot_is_judged_by_the_file_it_names(tmp_path, action):
+    """filter PATHS acts only on files inside PATHS as the system resolves them: photos/sub/link/../x
+    reads as photos/sub/x, but with link -> elsewhere/deep it names elsewhere/x, outside PATHS."""
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    (photos / "sub").mkdir(parents=True)
+    (elsewhere / "deep").mkdir(parents=True)
+    (elsewhere / "secret.jpg").write_bytes(b"not yours")
+    (photos / "inside.jpg").write_bytes(b"yours")
+    (photos / "sub" / "link").symlink_to(elsewhere / "deep", target_is_directory=True)
+    sneaky = f"{photos}/sub/link/../secret.jpg"
+    record = {"iaa": 50.0, "iqa": 50.0, "ista": 50.0, "width": 10, "height": 10, "error": None}
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("".join(json.dumps({"path": path, **record}) + "\n" for path in (sneaky, str(photos / "inside.jpg"))))
+    target = tmp_path / "picked"
+    extra = [action, str(target)] if action else []
+    run = run_cli("filter", photos, "--from-scores", scores, "--where", "iaa >= 0", *extra)
+    assert run.returncode == 0, run.stderr
+    assert (elsewhere / "secret.jpg").read_bytes() == b"not yours"
+    if action is None:
+        assert run.stdout.splitlines() == [str(photos / "inside.jpg")]
+    else:
+        assert sorted(os.listdir(target)) == ["inside.jpg"]
+        assert (photos / "inside.jpg").exists() == (action == "--copy-to")
