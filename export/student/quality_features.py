@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from perceptlite.images.decode import decode_file
 from perceptlite.backends.preprocess import prepare_crops
+from perceptlite.records.publish import atomic_output
 
 from .quality_model import IQA_FEATURES, export_features_onnx, input_spec, load_student_weights
 from .size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side
@@ -56,9 +57,8 @@ def feature_session(student: Path, work: Path) -> FeatureSession:
 
 
 def _save_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + ".partial.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_output(path, binary=True) as handle:
+        np.savez(handle, **arrays)
 
 
 def cache_dev_features(session: FeatureSession, photos: Sequence[tuple[Path, float, bool]], out: Path) -> None:

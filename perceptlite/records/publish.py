@@ -60,7 +60,7 @@ def publish(finished: str, path: str | os.PathLike, mode: int | None = None) -> 
     old file's, or what an ordinary new file gets)."""
     try:
         if is_stream_target(path):
-            with open(finished, "rb") as source, open(path, "wb") as stream:
+            with open(finished, "rb") as source, os.fdopen(_open_stream(path), "wb") as stream:
                 shutil.copyfileobj(source, stream, 1 << 20)
             return
         target = os.path.realpath(path)
@@ -84,7 +84,7 @@ def atomic_output(path: str | os.PathLike, binary: bool = False, mode: int | Non
     as a stream. On failure or interruption nothing is left behind and an existing file is unchanged.
     """
     if is_stream_target(path):
-        with _open(os.open(path, os.O_WRONLY), binary) as stream:
+        with _open(_open_stream(path), binary) as stream:
             yield stream
         return
     temporary = temporary_beside(path)
@@ -96,6 +96,12 @@ def atomic_output(path: str | os.PathLike, binary: bool = False, mode: int | Non
         publish(temporary, path, mode)
     finally:
         discard(temporary)
+
+
+def _open_stream(path: str | os.PathLike) -> int:
+    """A FIFO or device for writing; never created (a mistyped /dev name is an error, not a new file).
+    O_TRUNC as a shell's `>` would: /dev/stdout redirected to a file is rewritten, not overlaid."""
+    return os.open(path, os.O_WRONLY | os.O_TRUNC)
 
 
 def _open(fd: int, binary: bool) -> IO[Any]:
