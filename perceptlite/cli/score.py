@@ -88,8 +88,8 @@ def _shard(ctx, param, value):
 @exits_on_errors
 def command(paths, scoring: Scoring, fmt, output, recursive, hidden, shard, max_pixels, decode_memory, parquet_path):
     """Score images (files or folders, recursively) for iaa, iqa and ista (0-100)."""
-    if output is None and fmt != "parquet":
-        require_stdout()
+    if output is None and parquet_path is None:
+        require_stdout()  # with --parquet the records are kept; a closed stdout just drops the table
     check_outputs({"-o": output, "--parquet": parquet_path}, {"": paths, "--cache": scoring.cache_path})
     package = load_model(scoring.model)
     batch_size = _bounded_batch_size(scoring.batch_size, package, decode_memory << 20)

@@ -206,6 +206,13 @@ def test_a_closed_stdout_is_one_line_before_any_work(tiny_package, photos, tmp_p
     assert "stdout is closed" in one_line_error(run)
 
 
+def test_a_closed_stdout_with_parquet_keeps_the_records(tiny_package, photos, tmp_path):
+    pytest.importorskip("pyarrow")
+    run = shell(f"$PL score -m {tiny_package} {photos} --parquet out.parquet >&-", tmp_path)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert (tmp_path / "out.parquet").stat().st_size > 0
+
+
 @pytest.mark.parametrize("command", ["score", "report", "merge"])
 def test_a_closed_stderr_never_fails_a_run(tiny_package, photos, tmp_path, command):
     scores = tmp_path / "scores.jsonl"
