@@ -129,20 +129,25 @@ def check_outputs(
     `outputs`: {option: path or None}; `inputs`: {option: path(s) or None}; an input folder under
     `images_option` (the PATH arguments) counts as every image file below it.
     """
-    given = {option: os.fspath(path) for option, path in outputs.items() if path is not None}
-    for option, path in given.items():
+    given = [(option, os.fspath(path)) for option, path in outputs.items() if path is not None]
+    for index, (option, path) in enumerate(given):
         _check_place(option, path)
-    named = list(given.items())
-    for index, (option, path) in enumerate(named):
-        for other, other_path in named[:index]:
-            if _same_file(path, other_path):
-                raise OutputError(f"{option} {display_name(path)} is also {other}; give each output its own file")
-    for option, path in given.items():
-        for input_option, input_paths in inputs.items():
-            for input_path in _as_list(input_paths):
-                if _same_file(path, input_path) or (input_option == images_option and _image_under(path, input_path)):
-                    what = f"{input_option} {display_name(input_path)}" if input_option else display_name(input_path)
-                    raise OutputError(f"{option} {display_name(path)} is an input of this run ({what}); refusing to overwrite it")
+        _check_distinct(option, path, given[:index])
+        _check_not_an_input(option, path, inputs, images_option)
+
+
+def _check_distinct(option: str, path: str, earlier: list[tuple[str, str]]) -> None:
+    for other, other_path in earlier:
+        if _same_file(path, other_path):
+            raise OutputError(f"{option} {display_name(path)} is also {other}; give each output its own file")
+
+
+def _check_not_an_input(option: str, path: str, inputs: Mapping[str, Iterable[str] | str | None], images_option: str) -> None:
+    for input_option, input_paths in inputs.items():
+        for input_path in _as_list(input_paths):
+            if _same_file(path, input_path) or (input_option == images_option and _image_under(path, input_path)):
+                what = f"{input_option} {display_name(input_path)}" if input_option else display_name(input_path)
+                raise OutputError(f"{option} {display_name(path)} is an input of this run ({what}); refusing to overwrite it")
 
 
 def _as_list(paths: Iterable[str] | str | None) -> list[str]:
