@@ -106,7 +106,7 @@ def command(paths, scoring: Scoring, fmt, output, recursive, hidden, shard, max_
     results = dataset.tee(scorer.score_many(files))
     try:
         with _progress(scoring.quiet) as progress:
-            scored, failed = _write_all(results, fmt, output, progress, scorer.package, bool(discovery_failures), dataset.publish)
+            scored, failed = _write_all(results, fmt, output, progress, scorer, bool(discovery_failures), dataset.publish)
     except NoImagesFound:
         dataset.abandon()  # a run that found nothing publishes nothing: earlier outputs stay as they were
         raise
@@ -155,7 +155,7 @@ def _write_all(
     fmt: str | None,
     output: str | None,
     progress,
-    package: ModelPackage,
+    scorer: Scorer,
     found_elsewhere: bool,
     publish_first: Callable[[], None],
 ) -> tuple[int, int]:
@@ -164,7 +164,7 @@ def _write_all(
     stdout, which gets a complete (empty) document. `publish_first` puts the other outputs in place
     just before this one, so that a failure there leaves -o unpublished too."""
     scored = failed = 0
-    with write(output, fmt, model=package.name, model_hash=package.package_hash) as writer:
+    with write(output, fmt, model=scorer.package.name, model_hash=scorer.package.package_hash) as writer:
         for result in results:
             writer.write(result)
             if result.error:
