@@ -21,18 +21,16 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .backends.base import Backend, load_backend
+from .datasets.cache import ScoreCache, model_key
 from .images.decode import DEFAULT_MAX_PIXELS
 from .images.memory import set_decode_memory
 from .package.manifest import ModelPackage
 from .package.registry import load_model
 from .pipeline import ImageInput, ResultCache, default_jobs, prepare_item, score_group, score_items
 from .records import ScoreResult
-
-if TYPE_CHECKING:
-    from .datasets.cache import ScoreCache
 
 __all__ = ["Scorer", "ScoreOptions", "ScoreResult"]
 
@@ -70,11 +68,12 @@ class Scorer:
         self.batch_size = self.options.batch_size or self.backend.batch_size
         if self.options.decode_memory is not None:
             set_decode_memory(self.options.decode_memory)
+        # Who computes these scores (variant, weights, calibration...): the cache's key, also written
+        # as Parquet's model_hash so `merge` refuses exactly the shards the cache would not mix.
+        self.model_key = model_key(self.package, self.options.variant)
         self.cache: ScoreCache | None = None
         if self.options.cache is not None:
-            from .datasets.cache import ScoreCache, model_key
-
-            self.cache = ScoreCache(self.options.cache, model_key(self.package, self.options.variant))
+            self.cache = ScoreCache(self.options.cache, self.model_key)
         self._infer_gate = threading.BoundedSemaphore(self.backend.parallel_runs)
 
     def score(self, image: ImageInput) -> ScoreResult:

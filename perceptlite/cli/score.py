@@ -134,7 +134,7 @@ def command(
     results = dataset.tee(scorer.score_many(files))
     try:
         with _progress(quiet) as progress:
-            scored, failed = _write_all(results, fmt, output, progress, scorer.package)
+            scored, failed = _write_all(results, fmt, output, progress, scorer)
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         click.echo(f"perceptlite: {what}" + (f"; {display_name(output)} left unchanged" if output else ""), err=True)
@@ -206,9 +206,9 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _write_all(results: Iterable[ScoreResult], fmt: str | None, output: str | None, progress, package: ModelPackage) -> tuple[int, int]:
+def _write_all(results: Iterable[ScoreResult], fmt: str | None, output: str | None, progress, scorer: Scorer) -> tuple[int, int]:
     scored = failed = 0
-    with write(output, fmt, model=package.name, model_hash=package.package_hash) as writer:
+    with write(output, fmt, model=scorer.package.name, model_hash=scorer.model_key) as writer:
         for result in results:
             writer.write(result)
             if result.error:
