@@ -27,7 +27,16 @@ from PIL import Image
 
 from .backends.base import Backend
 from .errors import one_line
-from .images.decode import DEFAULT_MAX_PIXELS, DecodeError, check_array, decode_array, decode_bytes, decode_file, decode_pil
+from .images.decode import (
+    DEFAULT_MAX_PIXELS,
+    DecodeError,
+    check_array,
+    decode_array,
+    decode_bytes,
+    decode_file,
+    decode_pil,
+    enable_plugins,
+)
 from .records import ScoreResult, error_result, scored_result
 
 # What the pipeline scores: a file path, the bytes of an encoded image, a PIL image, or an
@@ -120,6 +129,7 @@ def score_items(
     work = partial(prepare_and_infer, infer_gate=infer_gate) if in_workers else prepare_item
     window = max(2 * batch_size, 4 * jobs)
     source = iter(items)
+    enable_plugins()  # Pillow's format tables are changed once, here, before any worker opens a file
     pending: deque[Future] = deque()
     group: list[_Prepared | ScoreResult] = []  # the items of the batch being filled, in order
     filled = 0

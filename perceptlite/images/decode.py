@@ -41,8 +41,8 @@ BASE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".
 
 
 _HEIF_SUFFIXES = (".heic", ".heif")
-_heif_lock = threading.Lock()
-_heif_state = {"registered": False}
+_plugins_lock = threading.Lock()
+_plugins = {"ready": False, "found": False}
 
 
 def _optional_extensions() -> tuple[str, ...]:
@@ -58,27 +58,38 @@ def _optional_extensions() -> tuple[str, ...]:
 
 
 def enable_plugins() -> bool:
-    """Register pillow-heif / pillow-avif-plugin openers, once (they are imported only when needed,
-    to keep start-up fast). Returns True when this call registered something new."""
-    with _heif_lock:
-        if _heif_state["registered"]:
-            return False
-        _heif_state["registered"] = True
-        registered = False
-        try:
-            import pillow_heif
+    """Register pillow-heif / pillow-avif-plugin openers once per process; True when one is registered.
 
-            pillow_heif.register_heif_opener()
-            registered = True
-        except Exception:  # noqa: BLE001 - optional plugin: absent or broken means "not supported"
-            pass
-        try:
-            import pillow_avif  # noqa: F401  (registers itself)
+    They are imported on the first decode, not at import, to keep start-up fast. Registration
+    changes Pillow's global format tables, so it runs under a lock and is marked done only when
+    finished: a thread that arrives meanwhile waits, and never opens a HEIC before its opener is
+    there (the pipeline also calls this before its decode workers start)."""
+    if _plugins["ready"]:
+        return _plugins["found"]
+    with _plugins_lock:
+        if not _plugins["ready"]:
+            _plugins["found"] = _register_heif() | _register_avif()
+            _plugins["ready"] = True
+    return _plugins["found"]
 
-            registered = True
-        except Exception:  # noqa: BLE001
-            pass
-        return registered
+
+def _register_heif() -> bool:
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        return True
+    except Exception:  # noqa: BLE001 - optional plugin: absent or broken means "not supported"
+        return False
+
+
+def _register_avif() -> bool:
+    try:
+        import pillow_avif  # noqa: F401  (registers itself)
+
+        return True
+    except Exception:  # noqa: BLE001
+        return False
 
 
 IMAGE_EXTENSIONS = BASE_EXTENSIONS + _optional_extensions()
@@ -116,16 +127,8 @@ def decode_file(
     `draft_size` lets JPEG files decode at a reduced scale (1/2, 1/4, 1/8) as long as both sides stay
     at least `draft_size` pixels. Raises DecodeError with a one-line reason.
     """
-    if isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(_HEIF_SUFFIXES + (".avif",)):
-        enable_plugins()
-    try:
-        return _decode_file(path, max_pixels, draft_size)
-    except DecodeError as error:
-        if str(error) == _UNIDENTIFIED and enable_plugins():  # maybe a HEIC without its extension
-            if hasattr(path, "seek"):
-                path.seek(0)
-            return _decode_file(path, max_pixels, draft_size)
-        raise
+    enable_plugins()  # before the first open, so a HEIC (with or without its extension) is known
+    return _decode_file(path, max_pixels, draft_size)
 
 
 _UNIDENTIFIED = "not an image, or a format Pillow cannot read"
@@ -192,8 +195,10 @@ def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
                 drafted = image.draft("RGB", (draft_size, draft_size))
                 box = drafted[1] if drafted else None
             with DECODE_MEMORY.reserve(decode_cost(image, turned=orientation in _TRANSPOSES), _memory_refusal(image)):
-                orientation = orientation if early else _orientation(image)
                 image.load()
+                # Some decoders turn the image upright while loading and drop the tag (Pillow's
+                # TIFF, whose size is then already upright): what is left after loading is to do.
+                orientation = _orientation(image)
                 rgb, box = _small_rgb(image, box, orientation, draft_size)
                 if rgb is not image:
                     image.close()  # frees the full-size decode before the reservation ends
@@ -278,6 +283,7 @@ def decode_pil(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Deco
     """Normalise an in-memory PIL image (EXIF orientation applied if still tagged) to RGB."""
     _check_pixels(*image.size, max_pixels)
     try:
+        image.load()  # a TIFF turns itself upright on load (and drops its tag): read the tag after
         upright = _upright(image, _orientation(image))
         return DecodedImage(to_rgb(upright), *upright.size)
     except (OSError, ValueError) as exc:
