@@ -17,6 +17,7 @@ is not oversubscribed.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -47,6 +48,21 @@ class ScoreOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS  # refuse images with more pixels (decompression-bomb guard)
     decode_memory: int | None = None  # bytes image decoding may hold at once, process-wide [default: 1 GiB]
     cache: str | os.PathLike[str] | None = None  # SQLite score cache: reuse scores of unchanged files
+
+    def __post_init__(self) -> None:
+        """The CLI's checks of the same options (its IntRange limits), so the API cannot take 0 or -1."""
+        for name in ("threads", "jobs", "batch_size", "decode_memory"):
+            _check_count(name, getattr(self, name), optional=True)
+        _check_count("max_pixels", self.max_pixels, optional=False)
+
+
+def _check_count(name: str, value: Any, optional: bool) -> None:
+    """ValueError unless `value` is a whole number >= 1 (or None when `optional`)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        default = " or None for the default" if optional else ""
+        raise ValueError(f"{name} must be a whole number >= 1{default}, not {value!r}")
 
 
 class Scorer:
