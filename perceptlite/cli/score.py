@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 
 import click
 
+from ..backends.preprocess import input_bytes
 from ..images.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from ..images.discover import iter_image_files, parse_shard
 from ..images.memory import DEFAULT_DECODE_MEMORY
@@ -179,8 +180,8 @@ def _input_named(output: str, paths) -> str | None:
     return None
 
 
-# Memory one image costs during inference, as a multiple of its input tensor (activations of a small
-# convnet on CPU, measured: --batch-size 1000 with the bundled model took about 13 GB).
+# Memory one image costs during inference, as a multiple of its input tensors (every view: the whole
+# image and each crop run through the network; activations of a small convnet on CPU).
 ACTIVATION_FACTOR = 24
 
 
@@ -188,8 +189,7 @@ def _bounded_batch_size(batch_size: int | None, package: ModelPackage, budget: i
     """--batch-size, lowered (with a note) when its inputs and activations would exceed the memory budget."""
     if batch_size is None:
         return None
-    height, width = package.input.size
-    per_image = 3 * height * width * 4 * ACTIVATION_FACTOR
+    per_image = input_bytes(package.input) * ACTIVATION_FACTOR
     largest = max(1, budget // per_image)
     if batch_size > largest:
         click.echo(
