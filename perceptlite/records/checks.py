@@ -36,8 +36,8 @@ def checked_result(row: Mapping[str, Any], *, missing_non_finite: bool = True) -
     path = row.get("path")
     if not isinstance(path, str) or not path:
         raise RecordError("has no 'path'")
-    scores = {axis: checked_score(row.get(axis), axis, missing_non_finite) for axis in AXES}
-    sizes = {name: checked_side(row.get(name), name) for name in SIZE_FIELDS}
+    scores: dict[str, Any] = {axis: checked_score(row.get(axis), axis, missing_non_finite) for axis in AXES}
+    sizes: dict[str, Any] = {name: checked_side(row.get(name), name) for name in SIZE_FIELDS}
     return ScoreResult(path=path, **scores, **sizes, error=checked_error(row.get("error")))
 
 
