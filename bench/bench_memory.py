@@ -64,6 +64,23 @@ def small_images(folder: Path, count: int) -> Path:
     return folder
 
 
+def photos_2mp(folder: Path, count: int) -> Path:
+    """`count` 1600 x 1200 JPEGs (hard links to four noisy pictures): full decodes for a crops model."""
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    sources = []
+    for index in range(4):
+        base = Image.fromarray(rng.integers(0, 256, (75, 100, 3), dtype=np.uint8)).resize((1600, 1200), Image.Resampling.BICUBIC)
+        noisy = np.clip(np.asarray(base, dtype=np.int16) + rng.integers(-20, 20, (1200, 1600, 3)), 0, 255).astype(np.uint8)
+        sources.append(folder / f"source{index}.jpeg")
+        Image.fromarray(noisy).save(sources[-1], quality=90)
+    for index in range(count):
+        os.link(sources[index % 4], folder / f"{index:05d}.jpg")
+    for source in sources:
+        source.unlink()
+    return folder
+
+
 def run(args: list[str]) -> dict:
     """Run the CLI; its peak RSS in MB, seconds, and how many records scored / failed."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -102,6 +119,9 @@ def main() -> None:
             cases.append((f"one {kind}", [str(path)]))
             cases.append((f"four {kind}", [str(copies(path, folder / f"four-{kind}", 4))]))
         cases.append(("1000 small, --batch-size 1000", [str(small_images(folder / "small", 1000)), "--batch-size", "1000"]))
+        photos = str(photos_2mp(folder / "photos", 240))
+        cases.append(("240 2-MP, --batch-size 1000", [photos, "--batch-size", "1000"]))
+        cases.append(("240 2-MP, --batch-size 1000, 4 GB", [photos, "--batch-size", "1000", "--decode-memory", "4096"]))
         for name, case in cases:
             result = run(model + case + shlex.split(args.extra))
             print(f"{name:32s} peak {result['peak_mb']:6d} MB  {result['seconds']:6.1f} s  scored {result['scored']}, refused {result['refused']}"

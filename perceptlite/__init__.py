@@ -6,6 +6,7 @@ Three scores per image, each 0-100 (higher is better): aesthetics (``iaa``), tec
 
 from __future__ import annotations
 
+from . import offline  # noqa: F401  (first: sets ORT_DISABLE_TELEMETRY before anything imports onnxruntime)
 from .records import AXES, ScoreResult
 from .scorer import ScoreOptions, Scorer
 

@@ -26,8 +26,19 @@ import numpy as np
 from PIL import Image
 
 from .backends.base import Backend
+from .backends.preprocess import input_bytes
 from .errors import one_line
-from .images.decode import DEFAULT_MAX_PIXELS, DecodeError, check_array, decode_array, decode_bytes, decode_file, decode_pil
+from .images.decode import (
+    DEFAULT_MAX_PIXELS,
+    DecodeError,
+    Views,
+    check_array,
+    decode_array,
+    decode_bytes,
+    decode_file,
+    decode_pil,
+    enable_plugins,
+)
 from .records import ScoreResult, error_result, scored_result
 
 # What the pipeline scores: a file path, the bytes of an encoded image, a PIL image, or an
@@ -75,15 +86,18 @@ def prepare_item(
     if isinstance(item, np.ndarray):
         check_array(item)  # a wrong shape or dtype is the caller's bug: ValueError
     try:
-        if isinstance(item, np.ndarray):
-            decoded = decode_array(item, max_pixels)
-        elif isinstance(item, Image.Image):
-            decoded = decode_pil(item, max_pixels)
-        elif isinstance(item, _ENCODED):
-            decoded = decode_bytes(item, max_pixels, backend.draft_size)
+        if isinstance(item, (np.ndarray, Image.Image)):  # already in memory: nothing to reserve
+            decoded = decode_array(item, max_pixels) if isinstance(item, np.ndarray) else decode_pil(item, max_pixels)
+            prepared = backend.prepare(decoded.image, decoded.box)
         else:
-            decoded = decode_file(path, max_pixels, backend.draft_size)  # type: ignore[arg-type]
-        prepared = backend.prepare(decoded.image, decoded.box)
+            # The views are made inside the decode's memory reservation (a crops model holds the
+            # full-size decode until its crops are cut), their own bytes counted with it.
+            views = Views(backend.prepare, input_bytes(backend.package.input))
+            if isinstance(item, _ENCODED):
+                decoded = decode_bytes(item, max_pixels, backend.draft_size, views)
+            else:
+                decoded = decode_file(path, max_pixels, backend.draft_size, views)  # type: ignore[arg-type]
+            prepared = decoded.prepared
     except DecodeError as exc:
         return error_result(path, str(exc))
     except (OSError, ValueError, MemoryError) as exc:  # resize/convert on a damaged image
@@ -120,6 +134,7 @@ def score_items(
     work = partial(prepare_and_infer, infer_gate=infer_gate) if in_workers else prepare_item
     window = max(2 * batch_size, 4 * jobs)
     source = iter(items)
+    enable_plugins()  # Pillow's format tables are changed once, here, before any worker opens a file
     pending: deque[Future] = deque()
     group: list[_Prepared | ScoreResult] = []  # the items of the batch being filled, in order
     filled = 0

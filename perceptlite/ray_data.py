@@ -67,7 +67,7 @@ class RayScorer:
         """Score results as a pyarrow Table with the Parquet score columns."""
         from .records.parquet import arrow_table
 
-        return arrow_table(results, self.package.name, self.package.package_hash)
+        return arrow_table(results, self.package.name, self.scorer.model_key)
 
 
 def score_dataset(

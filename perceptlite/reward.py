@@ -15,6 +15,8 @@ non-negative weights it lies in [0, 1]. An image that cannot be scored gets ``fa
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -49,7 +51,10 @@ class PerceptualReward:
         unknown = sorted(set(weights) - set(AXES))
         if unknown:
             raise ValueError(f"unknown axis {', '.join(unknown)} (use {', '.join(AXES)})")
+        _check_weights(weights)
         total = sum(abs(w) for w in weights.values())
+        if not math.isfinite(total):
+            raise ValueError("axis weights too large: their sum overflows; scale them down")
         if not total:
             raise ValueError("give at least one non-zero axis weight")
         self.weights = {axis: float(w) / total for axis, w in weights.items() if w}
@@ -59,7 +64,7 @@ class PerceptualReward:
     def __call__(self, images: Iterable[Image.Image | np.ndarray] | np.ndarray) -> np.ndarray:
         """One float32 reward per image, in input order. `images`: PIL images, HxWx3 arrays (uint8,
         or floats in [0, 1] as generators output them), or one NxHxWx3 array."""
-        batch = [_as_image(image) for image in images]
+        batch = [_as_image(image) for image in _images_of(images)]
         rewards = np.full(len(batch), self.failed_reward, dtype=np.float32)
         for index, result in enumerate(self.scorer.score_many(batch)):
             scores = result.scores()
@@ -67,6 +72,24 @@ class PerceptualReward:
             if result.ok and len(weighted) == len(self.weights):
                 rewards[index] = sum(weighted) / 100.0
         return rewards
+
+
+def _check_weights(weights: Mapping[str, Any]) -> None:
+    """Every weight a finite real number: NaN or infinity would make every reward NaN."""
+    for axis, weight in weights.items():
+        try:
+            finite = not isinstance(weight, bool) and isinstance(weight, numbers.Real) and math.isfinite(float(weight))
+        except OverflowError:  # an int beyond float range
+            finite = False
+        if not finite:
+            raise ValueError(f"weight of {axis} is {weight!r}; axis weights must be finite numbers")
+
+
+def _images_of(images: Iterable[Image.Image | np.ndarray] | np.ndarray) -> Iterable[Image.Image | np.ndarray]:
+    """The images of a batch; one array must be NxHxWx3 (a single HxWx3 image would read as H images)."""
+    if isinstance(images, np.ndarray) and images.ndim != 4:
+        raise ValueError(f"an array batch must be NxHxWx3, not shape {images.shape}; pass one image as [image]")
+    return images
 
 
 def _as_image(image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:

@@ -17,22 +17,21 @@ is not oversubscribed.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .backends.base import Backend, load_backend
+from .datasets.cache import ScoreCache, model_key
 from .images.decode import DEFAULT_MAX_PIXELS
 from .images.memory import set_decode_memory
 from .package.manifest import ModelPackage
 from .package.registry import load_model
 from .pipeline import ImageInput, ResultCache, default_jobs, prepare_item, score_group, score_items
 from .records import ScoreResult
-
-if TYPE_CHECKING:
-    from .datasets.cache import ScoreCache
 
 __all__ = ["Scorer", "ScoreOptions", "ScoreResult"]
 
@@ -49,6 +48,21 @@ class ScoreOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS  # refuse images with more pixels (decompression-bomb guard)
     decode_memory: int | None = None  # bytes image decoding may hold at once, process-wide [default: 1 GiB]
     cache: str | os.PathLike[str] | None = None  # SQLite score cache: reuse scores of unchanged files
+
+    def __post_init__(self) -> None:
+        """The CLI's checks of the same options (its IntRange limits), so the API cannot take 0 or -1."""
+        for name in ("threads", "jobs", "batch_size", "decode_memory"):
+            _check_count(name, getattr(self, name), optional=True)
+        _check_count("max_pixels", self.max_pixels, optional=False)
+
+
+def _check_count(name: str, value: Any, optional: bool) -> None:
+    """ValueError unless `value` is a whole number >= 1 (or None when `optional`)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        default = " or None for the default" if optional else ""
+        raise ValueError(f"{name} must be a whole number >= 1{default}, not {value!r}")
 
 
 class Scorer:
@@ -70,11 +84,12 @@ class Scorer:
         self.batch_size = self.options.batch_size or self.backend.batch_size
         if self.options.decode_memory is not None:
             set_decode_memory(self.options.decode_memory)
+        # Who computes these scores (variant, weights, calibration...): the cache's key, also written
+        # as Parquet's model_hash so `merge` refuses exactly the shards the cache would not mix.
+        self.model_key = model_key(self.package, self.options.variant)
         self.cache: ScoreCache | None = None
         if self.options.cache is not None:
-            from .datasets.cache import ScoreCache, model_key
-
-            self.cache = ScoreCache(self.options.cache, model_key(self.package, self.options.variant))
+            self.cache = ScoreCache(self.options.cache, self.model_key)
         self._infer_gate = threading.BoundedSemaphore(self.backend.parallel_runs)
 
     def score(self, image: ImageInput) -> ScoreResult:

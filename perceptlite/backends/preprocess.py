@@ -27,6 +27,15 @@ def draft_size(spec: InputSpec) -> int | None:
     return int(round(max(spec.size) * spec.draft_factor))
 
 
+def input_bytes(spec: InputSpec) -> int:
+    """Bytes of one image's model input, every view counted: the whole-image view plus each
+    native-resolution crop (float32, 3 channels); the bundled model's is four 224 x 224 views."""
+    height, width = spec.size
+    crops = spec.crops
+    pixels = height * width + (crops.count * crops.size * crops.size if crops is not None else 0)
+    return 3 * pixels * 4
+
+
 def resize(image: Image.Image, spec: InputSpec, region: Region | None = None) -> Image.Image:
     """Resize (stretch, or center-crop after matching the short side) to ``spec.size``.
 

@@ -93,7 +93,7 @@ def dataset_run(scorer: Scorer, cache_path: str | None, parquet_path: str | None
         if parquet_path:
             from ..records.parquet import ParquetScoreWriter
 
-            parquet = ParquetScoreWriter(parquet_path, scorer.package.name, scorer.package.package_hash)
+            parquet = ParquetScoreWriter(parquet_path, scorer.package.name, scorer.model_key)
     except PerceptliteError as exc:
         scorer.close()
         click.echo(f"perceptlite: {escape_unsafe(str(exc))}", err=True)

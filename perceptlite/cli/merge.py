@@ -50,19 +50,27 @@ def missing_files(results: list[ScoreResult], roots: Iterable[str]) -> list[str]
 
 
 def _parquet_model(sources: list[str]) -> tuple[str | None, str | None]:
-    """The model name and hash recorded in Parquet inputs; raises if they disagree."""
+    """The model name and key recorded in Parquet inputs; raises if they disagree.
+
+    `model_hash` is the score cache's model key (weight variant, weight hashes, calibration and
+    every other manifest field that changes the numbers), so shards are mixed exactly when the
+    cache would serve one run's scores to the other."""
     found: dict[tuple[str | None, str | None], str] = {}
     for source in sources:
         if format_of(source) != "parquet":
             continue
         from ..records.parquet import read_parquet
 
-        for row in read_parquet(source):
-            found.setdefault((row.get("model"), row.get("model_hash")), source)
+        for number, row in enumerate(read_parquet(source), 1):
+            model = (row.get("model"), row.get("model_hash"))
+            if not all(value is None or isinstance(value, str) for value in model):
+                raise PerceptliteError(f"{source}: record {number} has a bad model or model_hash (not text)")
+            found.setdefault(model, source)
     if len(found) > 1:
         (first, a), (second, b) = list(found.items())[:2]
         raise PerceptliteError(
-            f"{b}: scored with model {second[0]} ({second[1]}) but {a} with {first[0]} ({first[1]}); merge outputs of one model only"
+            f"{b}: scored with model {second[0]} (key {second[1]}) but {a} with {first[0]} (key {first[1]}): "
+            "another model, weight variant or calibration; merge outputs of one model run only"
         )
     return next(iter(found), (None, None))
 

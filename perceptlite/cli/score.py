@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import click
 
+from ..backends.preprocess import input_bytes
 from ..errors import PerceptliteError
 from ..images.decode import DEFAULT_MAX_PIXELS
 from ..images.discover import iter_image_files, parse_shard
@@ -128,8 +129,8 @@ class NoImagesFound(PerceptliteError):
     """The run found no image files: an error (exit 2), and no output is published."""
 
 
-# Memory one image costs during inference, as a multiple of its input tensor (activations of a small
-# convnet on CPU, measured: --batch-size 1000 with the bundled model took about 13 GB).
+# Memory one image costs during inference, as a multiple of its input tensors (every view: the whole
+# image and each crop run through the network; activations of a small convnet on CPU).
 ACTIVATION_FACTOR = 24
 
 
@@ -137,8 +138,7 @@ def _bounded_batch_size(batch_size: int | None, package: ModelPackage, budget: i
     """--batch-size, lowered (with a note) when its inputs and activations would exceed the memory budget."""
     if batch_size is None:
         return None
-    height, width = package.input.size
-    per_image = 3 * height * width * 4 * ACTIVATION_FACTOR
+    per_image = input_bytes(package.input) * ACTIVATION_FACTOR
     largest = max(1, budget // per_image)
     if batch_size > largest:
         click.echo(
@@ -164,7 +164,7 @@ def _write_all(
     stdout, which gets a complete (empty) document. `publish_first` puts the other outputs in place
     just before this one, so that a failure there leaves -o unpublished too."""
     scored = failed = 0
-    with write(output, fmt, model=scorer.package.name, model_hash=scorer.package.package_hash) as writer:
+    with write(output, fmt, model=scorer.package.name, model_hash=scorer.model_key) as writer:
         for result in results:
             writer.write(result)
             if result.error:

@@ -6,7 +6,8 @@ size and modification time in nanoseconds, or, with ``content_hash=True``, a has
 a renamed, copied or touched file is still a hit). Re-running on a grown folder scores only new
 or changed files. Scores are committed in small batches, so a run that is killed loses at most
 the batch in flight; several processes may share one cache (SQLite locking, with a busy timeout).
-Failed files are not cached: they are tried again on the next run.
+Failed files are not cached: they are tried again on the next run. A cached row is checked like
+a fresh score before it is used; one that a fresh score could not have is scored again and replaced.
 
 A file that is not a readable perceptlite cache raises :class:`CacheError`; it is never
 silently replaced or emptied.
@@ -27,6 +28,7 @@ from ..errors import PerceptliteError
 from ..errors import one_line as _one_line
 from ..package.manifest import ModelPackage
 from ..records import AXES, NUMERIC_FIELDS, ScoreResult
+from ..records.checks import RecordError, checked_result
 
 # "PLSC" (perceptlite score cache) in SQLite's header, so a foreign database is recognised.
 APPLICATION_ID = 0x504C5343
@@ -38,6 +40,7 @@ RUNTIME_REVISION = 1
 COMMIT_EVERY = 64  # results per transaction
 COMMIT_SECONDS = 1.0  # ...or at most this long between commits while results arrive
 BUSY_TIMEOUT_S = 60.0
+MAX_COPIES = 16  # rows tried for one content hash (copies of a file) before scoring it again
 
 _RESULT_COLUMNS = ", ".join(NUMERIC_FIELDS)  # iaa, iqa, ista, width, height
 _SCHEMA = f"""
@@ -66,6 +69,15 @@ def model_key(package: ModelPackage, variant: str | None = None) -> str:
     identity = {"manifest": relevant, "variant": chosen, "runtime": RUNTIME_REVISION}
     text = json.dumps(identity, sort_keys=True, ensure_ascii=True, default=str)
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:32]
+
+
+def _checked_row(path: str, row: tuple) -> ScoreResult | None:
+    """A cached row checked like a fresh score (records/checks.py); None for a row that a fresh score
+    could not have (edited or damaged: 'abc', 1e999, 150), so the file is scored again and the row replaced."""
+    try:
+        return checked_result({"path": path, **dict(zip(NUMERIC_FIELDS, row))}, missing_non_finite=False)
+    except RecordError:
+        return None
 
 
 class CacheError(PerceptliteError):
@@ -136,14 +148,14 @@ class ScoreCache:
         identity = file_identity(path, self.content_hash)
         if identity is None:
             return None
-        row = self._guard(self._find, self._reader(), identity)
-        if row is None:
-            with self._lock:
-                self._identities[os.fspath(path)] = identity
-            return None
+        rows = self._guard(self._find, self._reader(), identity)
+        result = next(filter(None, (_checked_row(os.fspath(path), row) for row in rows)), None)
         with self._lock:
-            self.hits += 1
-        return ScoreResult(path=os.fspath(path), **dict(zip(NUMERIC_FIELDS, row)))
+            if result is None:
+                self._identities[os.fspath(path)] = identity
+            else:
+                self.hits += 1
+        return result
 
     def store(self, result: ScoreResult) -> None:
         """Remember a fresh successful result (errors are not cached)."""
@@ -271,17 +283,18 @@ class ScoreCache:
                     raise
                 time.sleep(0.05)
 
-    def _find(self, db: sqlite3.Connection, identity: FileIdentity) -> tuple | None:
+    def _find(self, db: sqlite3.Connection, identity: FileIdentity) -> list[tuple]:
+        """The rows that may hold this file's scores (with content hashes, every copy's)."""
         columns = _RESULT_COLUMNS
         if identity.content_hash is not None:
             return db.execute(
-                f"SELECT {columns} FROM scores WHERE model_key = ? AND content_hash = ? AND size = ? LIMIT 1",
+                f"SELECT {columns} FROM scores WHERE model_key = ? AND content_hash = ? AND size = ? LIMIT {MAX_COPIES}",
                 (self.model_key, identity.content_hash, identity.size),
-            ).fetchone()
+            ).fetchall()
         return db.execute(
             f"SELECT {columns} FROM scores WHERE model_key = ? AND path = ? AND size = ? AND mtime_ns = ?",
             (self.model_key, identity.path, identity.size, identity.mtime_ns),
-        ).fetchone()
+        ).fetchall()
 
     def _insert(self, rows: list[tuple]) -> None:
         db = self._writer

@@ -9,6 +9,7 @@ Images that are missing or fail to decode are left out of the correlations and c
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +51,29 @@ def load_vr(path: str | Path) -> list[VrItem]:
     path = Path(path)
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
-        items = [VrItem(str(r["image"]), float(r["gt_score"])) for r in records]
+        items = [VrItem(str(r["image"]), _ground_truth(r["gt_score"], path, number)) for number, r in enumerate(records, 1)]
+    except VrFileError:
+        raise
     except OSError as exc:
         raise VrFileError(f"{path}: cannot read it ({exc.strerror or exc}); pass a VR JSON file") from None
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
         raise VrFileError(f'{path}: not a JSON list of {{"image", "gt_score"}} records (UniPercept VR format)') from None
     if not items:
         raise VrFileError(f"{path}: has no records")
     return items
+
+
+def _ground_truth(value: Any, path: Path, number: int) -> float:
+    """A record's gt_score as a finite number: a NaN or infinite one would silently change the SRCC."""
+    try:
+        score = float(value) if not isinstance(value, bool) and isinstance(value, (int, float, str)) else math.nan
+    except OverflowError:  # an integer beyond float range
+        score = math.inf
+    if not math.isfinite(score):
+        raise VrFileError(
+            f"{path}: record {number} has gt_score {value!r}; ground truth must be a finite number (fix or remove the record)"
+        )
+    return score
 
 
 def evaluate(vr_files: Sequence[Path], images: Path, axes: Sequence[str], score: ScoreFunction) -> list[EvalRow]:

@@ -16,8 +16,9 @@ import re
 import stat
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -41,8 +42,8 @@ BASE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".
 
 
 _HEIF_SUFFIXES = (".heic", ".heif")
-_heif_lock = threading.Lock()
-_heif_state = {"registered": False}
+_plugins_lock = threading.Lock()
+_plugins = {"ready": False, "found": False}
 
 
 def _optional_extensions() -> tuple[str, ...]:
@@ -58,27 +59,38 @@ def _optional_extensions() -> tuple[str, ...]:
 
 
 def enable_plugins() -> bool:
-    """Register pillow-heif / pillow-avif-plugin openers, once (they are imported only when needed,
-    to keep start-up fast). Returns True when this call registered something new."""
-    with _heif_lock:
-        if _heif_state["registered"]:
-            return False
-        _heif_state["registered"] = True
-        registered = False
-        try:
-            import pillow_heif
+    """Register pillow-heif / pillow-avif-plugin openers once per process; True when one is registered.
 
-            pillow_heif.register_heif_opener()
-            registered = True
-        except Exception:  # noqa: BLE001 - optional plugin: absent or broken means "not supported"
-            pass
-        try:
-            import pillow_avif  # noqa: F401  (registers itself)
+    They are imported on the first decode, not at import, to keep start-up fast. Registration
+    changes Pillow's global format tables, so it runs under a lock and is marked done only when
+    finished: a thread that arrives meanwhile waits, and never opens a HEIC before its opener is
+    there (the pipeline also calls this before its decode workers start)."""
+    if _plugins["ready"]:
+        return _plugins["found"]
+    with _plugins_lock:
+        if not _plugins["ready"]:
+            _plugins["found"] = _register_heif() | _register_avif()
+            _plugins["ready"] = True
+    return _plugins["found"]
 
-            registered = True
-        except Exception:  # noqa: BLE001
-            pass
-        return registered
+
+def _register_heif() -> bool:
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        return True
+    except Exception:  # noqa: BLE001 - optional plugin: absent or broken means "not supported"
+        return False
+
+
+def _register_avif() -> bool:
+    try:
+        import pillow_avif  # noqa: F401  (registers itself)
+
+        return True
+    except Exception:  # noqa: BLE001
+        return False
 
 
 IMAGE_EXTENSIONS = BASE_EXTENSIONS + _optional_extensions()
@@ -106,36 +118,45 @@ class DecodedImage:
     # pixels: a JPEG whose size is not a multiple of the scale decodes a partly filled last
     # row/column of blocks. Resizing from this box keeps the geometry exact. None: all of `image`.
     box: tuple[float, float, float, float] | None = None
+    prepared: Any = None  # what `views.make` returned, when decode_file was given views
+
+
+@dataclass(frozen=True)
+class Views:
+    """What a model makes of a decoded image (its input views: the whole image, crops...), made
+    while the decode still holds its memory reservation, so a full-size decode is counted until
+    every view is cut from it. `make(image, box)` returns them; `bytes` is their size."""
+
+    make: Callable[[Image.Image, Any], Any]
+    bytes: int = 0
 
 
 def decode_file(
-    path: str | os.PathLike[str] | IO[bytes], max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+    path: str | os.PathLike[str] | IO[bytes],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: int | None = None,
+    views: Views | None = None,
 ) -> DecodedImage:
     """Decode an image file (a path, or a binary file object) to upright RGB.
 
     `draft_size` lets JPEG files decode at a reduced scale (1/2, 1/4, 1/8) as long as both sides stay
-    at least `draft_size` pixels. Raises DecodeError with a one-line reason.
+    at least `draft_size` pixels. `views`: also make the model's views (``.prepared``) inside the
+    decode's memory reservation. Raises DecodeError with a one-line reason.
     """
-    if isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(_HEIF_SUFFIXES + (".avif",)):
-        enable_plugins()
-    try:
-        return _decode_file(path, max_pixels, draft_size)
-    except DecodeError as error:
-        if str(error) == _UNIDENTIFIED and enable_plugins():  # maybe a HEIC without its extension
-            if hasattr(path, "seek"):
-                path.seek(0)
-            return _decode_file(path, max_pixels, draft_size)
-        raise
+    enable_plugins()  # before the first open, so a HEIC (with or without its extension) is known
+    return _decode_file(path, max_pixels, draft_size, views)
 
 
 _UNIDENTIFIED = "not an image, or a format Pillow cannot read"
 
 
-def decode_bytes(data: bytes | bytearray | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> DecodedImage:
+def decode_bytes(
+    data: bytes | bytearray | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None, views: Views | None = None
+) -> DecodedImage:
     """Decode an encoded image held in memory (the bytes of a file) exactly as decode_file decodes the file."""
     if len(data) == 0:
         raise DecodeError("empty file (0 bytes)")
-    return decode_file(io.BytesIO(bytes(data)), max_pixels, draft_size)
+    return decode_file(io.BytesIO(bytes(data)), max_pixels, draft_size, views)
 
 
 # Pillow's global guard is lifted only around the opens that need a limit above it, one at a time.
@@ -178,7 +199,7 @@ def _bomb_reason(exc: Exception, max_pixels: int) -> str:
     return f"{size} the {max_pixels / 1e6:.0f} MP limit (possible decompression bomb; raise --max-pixels to allow it)"
 
 
-def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
+def _decode_file(path, max_pixels: int, draft_size: int | None, views: Views | None) -> DecodedImage:
     try:
         with _open_image_file(path) as handle, _open(handle, max_pixels) as image:
             width, height = image.size
@@ -191,12 +212,16 @@ def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
             if draft_size and image.format == "JPEG":
                 drafted = image.draft("RGB", (draft_size, draft_size))
                 box = drafted[1] if drafted else None
-            with DECODE_MEMORY.reserve(decode_cost(image, turned=orientation in _TRANSPOSES), _memory_refusal(image)):
-                orientation = orientation if early else _orientation(image)
+            cost = decode_cost(image, turned=orientation in _TRANSPOSES) + (views.bytes if views else 0)
+            with DECODE_MEMORY.reserve(cost, _memory_refusal(image)):
                 image.load()
+                # Some decoders turn the image upright while loading and drop the tag (Pillow's
+                # TIFF, whose size is then already upright): what is left after loading is to do.
+                orientation = _orientation(image)
                 rgb, box = _small_rgb(image, box, orientation, draft_size)
                 if rgb is not image:
                     image.close()  # frees the full-size decode before the reservation ends
+                prepared = _made(views, rgb, box)
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's guard fired while loading (a few formats check there)
@@ -218,7 +243,17 @@ def _decode_file(path, max_pixels: int, draft_size: int | None) -> DecodedImage:
         raise DecodeError(f"corrupt image data ({_one_line(exc)})") from None
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
-    return DecodedImage(rgb, width, height, box)
+    return DecodedImage(rgb, width, height, box, prepared)
+
+
+def _made(views: Views | None, image: Image.Image, box) -> Any:
+    """The model's views of a decoded image; a failure (a damaged image that decoded) is one line."""
+    if views is None:
+        return None
+    try:
+        return views.make(image, box)
+    except (OSError, ValueError, MemoryError) as exc:
+        raise DecodeError(f"cannot process image ({_one_line(exc)})") from None
 
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -278,6 +313,7 @@ def decode_pil(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Deco
     """Normalise an in-memory PIL image (EXIF orientation applied if still tagged) to RGB."""
     _check_pixels(*image.size, max_pixels)
     try:
+        image.load()  # a TIFF turns itself upright on load (and drops its tag): read the tag after
         upright = _upright(image, _orientation(image))
         return DecodedImage(to_rgb(upright), *upright.size)
     except (OSError, ValueError) as exc:

@@ -302,6 +302,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: with a repeated key, which value counts would depend on the reader."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"key {_shown(key)} appears twice in one object")
+        seen[key] = value
+    return seen
+
+
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     folder = Path(path)
     manifest_path = folder / MANIFEST_NAME
@@ -309,8 +319,11 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelPackageError(f"{folder}: not a model package folder")
     if not manifest_path.is_file():
         raise ModelPackageError(f"{folder}: no {MANIFEST_NAME} (not a perceptlite model package)")
+    if folder.resolve() not in manifest_path.resolve().parents:
+        raise ModelPackageError(f"{manifest_path}: the manifest is a link out of the package; a package holds its own manifest")
     try:
-        raw = json.loads(manifest_path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        text = manifest_path.read_text(encoding="utf-8")
+        raw = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates)
     except RecursionError:
         raise ModelPackageError(f"{manifest_path}: unreadable manifest (JSON nested too deeply)") from None
     except (OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError, JSONDecodeError, NaN/Infinity
@@ -325,7 +338,11 @@ def _check_variants(raw: dict[str, Any], where: Path) -> None:
     for variant, name in variants.items():
         _require(isinstance(name, str) and name in raw["files"], where, f"variant {variant!r} must name a file listed in 'files'")
     default = raw.get("default_variant")
-    _require(default is None or default in variants, where, f"'default_variant' {_shown(default)} is not one of 'variants'")
+    _require(
+        default is None or (isinstance(default, str) and default in variants),
+        where,
+        f"'default_variant' {_shown(default)} is not one of 'variants'",
+    )
 
 
 def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
@@ -345,6 +362,7 @@ def load_package(path: str | os.PathLike, verify: bool = True) -> ModelPackage:
     files = raw["files"]
     _require(isinstance(files, dict) and files, where, "'files' must map file names to {sha256, bytes}")
     for name, entry in files.items():
+        _require(name and "\0" not in name, where, f"file name {_shown(name)} is empty or holds a NUL character")
         _require(
             isinstance(entry, dict) and isinstance(entry.get("sha256"), str),
             where,

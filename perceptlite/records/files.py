@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 import os
 from collections.abc import Iterator, Mapping
 from typing import IO, Any, Protocol
 
-from ..errors import PerceptliteError
-from . import AXES, SIZE_FIELDS, ScoreResult  # the data model (records/__init__.py)
+from ..errors import PerceptliteError, one_line
+from . import ScoreResult  # the data model (records/__init__.py)
+from .checks import RecordError, checked_result, json_float
 
 # File name extension -> format; `write` also knows "table" (the readable default for stdout).
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -93,29 +93,24 @@ def read(path: str | os.PathLike[str]) -> list[ScoreResult]:
 
 
 def to_result(row: Mapping[str, Any], path: str | os.PathLike, where: int) -> ScoreResult:
-    """Check one record's fields and convert them; `where` is the line or row number for errors."""
+    """Check one record's fields as a fresh score's (records/checks.py); `where` is the line or row number for errors."""
     if not isinstance(row, Mapping) or not isinstance(row.get("path"), str) or not row["path"]:
         raise ScoreFileError(f"{path}: record {where} has no 'path' (not a perceptlite score file?)")
     try:
-        scores = {axis: _optional(row.get(axis), _finite) for axis in AXES}
-        sizes = {name: _optional(row.get(name), lambda v: int(float(v))) for name in SIZE_FIELDS}
-        return ScoreResult(path=row["path"], **scores, **sizes, error=row.get("error") or None)
-    except (TypeError, ValueError) as exc:
+        return checked_result(row)
+    except RecordError as exc:
         raise ScoreFileError(f"{path}: record {where} has a bad value ({exc})") from None
 
 
-def _optional(value: Any, convert):
-    if value is None or value == "":
-        return None
-    return convert(value)
-
-
-def _finite(value: Any) -> float | None:
-    """A score; NaN and Infinity (written by other tools) count as missing."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a score")
-    number = float(value)
-    return number if math.isfinite(number) else None
+def _json(text: str, path, where: str):
+    """Parse JSON (JSONDecodeError for bad syntax); a number that overflows (1e400) or has
+    thousands of digits, or nesting too deep to parse, is a one-line error like any bad value."""
+    try:
+        return json.loads(text, parse_float=json_float)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:  # RecordError is a ValueError
+        raise ScoreFileError(f"{path}: {where} has a bad value ({one_line(exc, 120)})") from None
 
 
 def _read_jsonl(handle, path) -> Iterator[ScoreResult]:
@@ -123,7 +118,7 @@ def _read_jsonl(handle, path) -> Iterator[ScoreResult]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = _json(line, path, f"line {number}")
         except json.JSONDecodeError as exc:
             raise ScoreFileError(f"{path}: line {number} is not JSON ({exc.msg}); is the file complete?") from None
         yield to_result(row, path, number)
@@ -131,7 +126,7 @@ def _read_jsonl(handle, path) -> Iterator[ScoreResult]:
 
 def _read_json(handle, path) -> list[ScoreResult]:
     try:
-        rows = json.load(handle)
+        rows = _json(handle.read(), path, "the file")
     except json.JSONDecodeError as exc:
         raise ScoreFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); is the file complete?") from None
     if isinstance(rows, Mapping):

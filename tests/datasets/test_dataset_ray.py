@@ -47,7 +47,7 @@ def test_ray_scores_match_the_cli(tmp_path, local_ray):
         for row in produced:
             record = expected[os.path.normpath(row["path"])]
             assert (row["error"] is None) == (record["error"] is None)
-            assert row["model"] == "tiny-dataset" and len(row["model_hash"]) == 16
+            assert row["model"] == "tiny-dataset" and len(row["model_hash"]) == 32
             if record["error"] is None:
                 assert (row["width"], row["height"]) == (record["width"], record["height"])
                 for axis in ("iaa", "iqa", "ista"):

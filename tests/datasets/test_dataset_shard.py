@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from _dataset_fixtures import build_tiny_package, make_images, run_cli
 
+from perceptlite.datasets.cache import model_key
 from perceptlite.package.manifest import load_package
 
 pq = pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
@@ -75,7 +76,7 @@ def test_parquet_has_the_csv_columns_plus_model(tmp_path, model, images):
     assert table.column_names == list(rows[0]) + ["model", "model_hash", "path_bytes"]
     package = load_package(model)
     assert set(table.column("model").to_pylist()) == {package.name}
-    assert set(table.column("model_hash").to_pylist()) == {package.package_hash}
+    assert set(table.column("model_hash").to_pylist()) == {model_key(package)}  # the cache's key: variant, weights, calibration
     for row, record in zip(rows, table.to_pylist()):
         assert record["path"] == row["path"]
         for name in ("iaa", "iqa", "ista", "width", "height"):
