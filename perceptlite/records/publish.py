@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import stat
 import tempfile
@@ -87,15 +88,27 @@ def atomic_output(path: str | os.PathLike, binary: bool = False, mode: int | Non
         with _open(_open_stream(path), binary) as stream:
             yield stream
         return
-    temporary = temporary_beside(path)
+    # The name is chosen before the file exists, so a Ctrl-C at any point after creation finds it to remove.
+    temporary = _temporary_name(path)
     try:
-        with _open(os.open(temporary, os.O_WRONLY), binary) as handle:
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            temporary = ""  # another file's name: never removed
+            raise
+        with _open(fd, binary) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         publish(temporary, path, mode)
     finally:
-        discard(temporary)
+        if temporary:
+            discard(temporary)
+
+
+def _temporary_name(path: str | os.PathLike) -> str:
+    folder = os.path.dirname(os.path.realpath(path))
+    return os.path.join(folder, f"{TEMP_PREFIX}{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
 def _open_stream(path: str | os.PathLike) -> int:
