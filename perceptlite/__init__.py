@@ -7,9 +7,10 @@ Three scores per image, each 0-100 (higher is better): aesthetics (``iaa``), tec
 from __future__ import annotations
 
 from .records import AXES, ScoreResult
+from .maps import QualityMap, QualityMapError
 from .scorer import ScoreOptions, Scorer
 
-__all__ = ["AXES", "Scorer", "ScoreOptions", "ScoreResult", "__version__"]
+__all__ = ["AXES", "QualityMap", "QualityMapError", "Scorer", "ScoreOptions", "ScoreResult", "__version__"]
 
 
 def __getattr__(name: str):

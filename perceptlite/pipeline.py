@@ -27,7 +27,16 @@ from PIL import Image
 
 from .backends.base import Backend
 from .errors import one_line
-from .images.decode import DEFAULT_MAX_PIXELS, DecodeError, check_array, decode_array, decode_bytes, decode_file, decode_pil
+from .images.decode import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    DecodeError,
+    check_array,
+    decode_array,
+    decode_bytes,
+    decode_file,
+    decode_pil,
+)
 from .records import ScoreResult, error_result, scored_result
 
 # What the pipeline scores: a file path, the bytes of an encoded image, a PIL image, or an
@@ -75,20 +84,25 @@ def prepare_item(
     if isinstance(item, np.ndarray):
         check_array(item)  # a wrong shape or dtype is the caller's bug: ValueError
     try:
-        if isinstance(item, np.ndarray):
-            decoded = decode_array(item, max_pixels)
-        elif isinstance(item, Image.Image):
-            decoded = decode_pil(item, max_pixels)
-        elif isinstance(item, _ENCODED):
-            decoded = decode_bytes(item, max_pixels, backend.draft_size)
-        else:
-            decoded = decode_file(path, max_pixels, backend.draft_size)  # type: ignore[arg-type]
+        decoded = decode_item(item, max_pixels, backend.draft_size)
         prepared = backend.prepare(decoded.image, decoded.box)
     except DecodeError as exc:
         return error_result(path, str(exc))
     except (OSError, ValueError, MemoryError) as exc:  # resize/convert on a damaged image
         return error_result(path, f"cannot process image ({one_line(exc)})")
     return _Prepared(path, decoded.width, decoded.height, prepared)
+
+
+def decode_item(item: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> DecodedImage:
+    """Decode any input the pipeline scores to upright RGB; DecodeError with a one-line reason,
+    ValueError for an array of the wrong shape or type (the caller's bug)."""
+    if isinstance(item, np.ndarray):
+        return decode_array(item, max_pixels)
+    if isinstance(item, Image.Image):
+        return decode_pil(item, max_pixels)
+    if isinstance(item, _ENCODED):
+        return decode_bytes(item, max_pixels, draft_size)
+    return decode_file(os.fspath(item), max_pixels, draft_size)
 
 
 def prepare_and_infer(
