@@ -6,8 +6,8 @@ Three scores per image, each 0-100 (higher is better): aesthetics (``iaa``), tec
 
 from __future__ import annotations
 
-from .records import AXES, ScoreResult
 from .maps import QualityMap, QualityMapError
+from .records import AXES, ScoreResult
 from .scorer import ScoreOptions, Scorer
 
 __all__ = ["AXES", "QualityMap", "QualityMapError", "Scorer", "ScoreOptions", "ScoreResult", "__version__"]

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from .backends.base import Backend, load_backend
 from .images.decode import DEFAULT_MAX_PIXELS
 from .images.memory import set_decode_memory
+from .maps import QualityMap, check_map_support, make_map
 from .package.manifest import ModelPackage
 from .package.registry import load_model
-from .maps import QualityMap, check_map_support, make_map
 from .pipeline import ImageInput, ResultCache, decode_item, default_jobs, prepare_item, score_group, score_items
 from .records import ScoreResult
 
