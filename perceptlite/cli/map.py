@@ -16,9 +16,10 @@ import click
 from ..errors import PerceptliteError, one_line
 from ..images.decode import DEFAULT_MAX_PIXELS, DecodeError
 from ..images.discover import iter_image_files
-from ..maps import QualityMapError, check_map_support, make_map, parse_grid
+from ..maps import QualityMap, QualityMapError, check_map_support, make_map, parse_grid
 from ..maps.files import MapNames, write_map
 from ..pipeline import decode_item
+from ..records import ScoreResult
 from ..records.names import display_name
 from ..scorer import Scorer
 from .options import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated, exits_on_errors, fail, model_options
@@ -94,6 +95,22 @@ def _map_one(scorer: Scorer, path: str, grid: tuple[int, int] | None, names: Map
         low = min(cell.iqa for cell in quality.cells)
         click.echo(f"{display_name(png)}: iqa {quality.iqa:.1f}, {quality.grid[0]}x{quality.grid[1]} cells, lowest {low:.1f}", err=True)
     return True
+
+
+def report_maps(results: list[ScoreResult], model: str | None, device: str) -> dict[str, QualityMap]:
+    """For `report --maps`: the map of every scored file, by path; a file that cannot be mapped gets
+    one line on stderr and no map. A model that reads no crops stops the command (exit 2)."""
+    scorer = Scorer(model, device=device)
+    check_map_support(scorer.backend)
+    maps = {}
+    for result in results:
+        if result.error is not None or result.path is None:
+            continue
+        try:
+            maps[result.path] = scorer.quality_map(result.path)
+        except (DecodeError, QualityMapError, OSError, ValueError) as exc:
+            click.echo(f"perceptlite: {display_name(result.path)}: no quality map ({one_line(exc)})", err=True)
+    return maps
 
 
 def _folder_error(path: str, reason: str) -> None:
