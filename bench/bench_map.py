@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from perceptlite import QualityMap, Scorer  # noqa: E402
-from perceptlite.maps.grid import working_scale  # noqa: E402
+from perceptlite.backends.preprocess import working_scale  # noqa: E402
 
 WALLPAPERS = ("Path", "EveningGlow", "ColorfulCups", "Grey", "FallenLeaf", "Kite")
 KINDS = ("blur", "noise", "jpeg", "pixelate")
@@ -44,11 +44,11 @@ AREA = (1 / 6, 1 / 4)  # the damaged region's share of the picture
 ASPECT = (0.6, 1.6)  # its width / height, relative to the picture's
 INSIDE = 0.5  # a cell is inside the region when at least this share of it is
 # Strength of each kind in the pixels the model reads (the photo at its working scale), so a
-# large photo is damaged as visibly as a small one: moderate, clearly visible at 100 %.
-BLUR_SIGMA = 2.0  # px
-NOISE_SIGMA = 20.0  # of 255, added at the photo's own pixels
-JPEG_QUALITY = 12
-PIXEL_BLOCK = 6  # px
+# large photo is damaged as visibly as a small one; JPEG's quality is that of the photo's own pixels.
+LEVELS = {
+    "moderate": {"blur_sigma": 2.0, "noise_sigma": 20.0, "jpeg_quality": 12, "pixel_block": 6},
+    "strong": {"blur_sigma": 4.0, "noise_sigma": 40.0, "jpeg_quality": 5, "pixel_block": 12},
+}
 
 
 def wallpaper(name: str) -> Path:
@@ -77,21 +77,26 @@ def random_region(width: int, height: int, rng: np.random.Generator) -> tuple[in
     return left, top, left + w, top + h
 
 
-def damage(photo: Image.Image, kind: str, region: tuple[int, int, int, int], model_scale: float, seed: int = 0) -> Image.Image:
-    """A copy of `photo` with `region` damaged; `model_scale`: working pixels per photo pixel."""
+def damage(
+    photo: Image.Image, kind: str, region: tuple[int, int, int, int], model_scale: float, level: str = "moderate", seed: int = 0
+) -> Image.Image:
+    """A copy of `photo` with `region` damaged; `model_scale`: working pixels per photo pixel (<= 1
+    for photos over the working size: their damage is scaled up so that the model sees `level`)."""
+    strength = LEVELS[level]
     part = photo.crop(region)
     if kind == "blur":
-        part = part.filter(ImageFilter.GaussianBlur(BLUR_SIGMA / model_scale))
+        part = part.filter(ImageFilter.GaussianBlur(strength["blur_sigma"] / model_scale))
     elif kind == "noise":
+        # Downscaling by `model_scale` averages white noise down by about that factor.
         pixels = np.asarray(part, dtype=np.float32)
-        noisy = pixels + np.random.default_rng(seed).normal(0, NOISE_SIGMA, pixels.shape)
+        noisy = pixels + np.random.default_rng(seed).normal(0, strength["noise_sigma"] / model_scale, pixels.shape)
         part = Image.fromarray(np.clip(noisy, 0, 255).round().astype(np.uint8))
     elif kind == "jpeg":
         buffer = io.BytesIO()
-        part.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        part.save(buffer, format="JPEG", quality=strength["jpeg_quality"])
         part = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
     elif kind == "pixelate":
-        block = max(2, round(PIXEL_BLOCK / model_scale))
+        block = max(2, round(strength["pixel_block"] / model_scale))
         small = part.resize((max(1, part.width // block), max(1, part.height // block)), Image.Resampling.BOX)
         part = small.resize(part.size, Image.Resampling.NEAREST)
     else:
@@ -120,7 +125,7 @@ def auc_low(inside: list[float], outside: list[float]) -> float:
     return float(np.mean((a < b) + 0.5 * (a == b)))
 
 
-def damaged_trials(scorer: Scorer, photos: dict[str, Image.Image], kinds, placements: int, seed: int = 0):
+def damaged_trials(scorer: Scorer, photos: dict[str, Image.Image], kinds, placements: int, level: str = "moderate", seed: int = 0):
     """Yield (photo, kind, inside, outside) for each damaged photo (those with cells on both sides)."""
     crops = scorer.package.input.crops
     assert crops is not None
@@ -130,19 +135,18 @@ def damaged_trials(scorer: Scorer, photos: dict[str, Image.Image], kinds, placem
             rng = np.random.default_rng([seed, index, kind_index])
             for placement in range(placements):
                 region = random_region(photo.width, photo.height, rng)
-                quality = scorer.quality_map(damage(photo, kind, region, scale, seed=placement))
+                quality = scorer.quality_map(damage(photo, kind, region, scale, level, seed=placement))
                 inside, outside = split_cells(quality, region)
                 if inside and outside:
                     yield name, kind, inside, outside
 
 
-def validate(scorer: Scorer, placements: int, verbose: bool) -> dict[str, dict[str, float]]:
+def validate(scorer: Scorer, photos: dict[str, Image.Image], placements: int, level: str, verbose: bool) -> dict[str, dict[str, float]]:
     """Print and return, per kind, the mean, lowest and pooled AUC over the damaged photos."""
-    photos = held_out_photos()
-    print(f"photos: {', '.join(f'{n} {p.width}x{p.height}' for n, p in photos.items())}; {placements} places per photo and kind")
+    print(f"{level} damage {LEVELS[level]}; {placements} places per photo and kind")
     per_kind: dict[str, list[float]] = {kind: [] for kind in KINDS}
     pooled: dict[str, list[tuple[list[float], list[float]]]] = {kind: [] for kind in KINDS}
-    for name, kind, inside, outside in damaged_trials(scorer, photos, KINDS, placements):
+    for name, kind, inside, outside in damaged_trials(scorer, photos, KINDS, placements, level):
         per_kind[kind].append(auc_low(inside, outside))
         pooled[kind].append((inside, outside))
         if verbose:
@@ -195,6 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="Model package [default: the bundled one].")
     parser.add_argument("--placements", type=int, default=3, help="Damaged places per photo and kind.")
+    parser.add_argument("--levels", nargs="+", choices=sorted(LEVELS), default=list(LEVELS), help="Damage strengths to validate.")
     parser.add_argument("--runs", type=int, default=5, help="Timed runs of the 12-MP map.")
     parser.add_argument("--speed-only", action="store_true", help="Only time the 12-MP map.")
     parser.add_argument("--verbose", action="store_true", help="One line per damaged photo.")
@@ -202,7 +207,10 @@ def main() -> None:
     scorer = Scorer(args.model, device="cpu")
     print(f"model: {scorer.package.name} {scorer.package.version} ({scorer.package.default_variant})")
     if not args.speed_only:
-        validate(scorer, args.placements, args.verbose)
+        photos = held_out_photos()
+        print(f"photos: {', '.join(f'{n} {p.width}x{p.height}' for n, p in photos.items())}")
+        for level in args.levels:
+            validate(scorer, photos, args.placements, level, args.verbose)
     speed(scorer, args.runs)
 
 

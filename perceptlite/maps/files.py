@@ -12,7 +12,7 @@ import contextlib
 import io
 import json
 import os
-import tempfile
+import secrets
 
 from PIL import Image
 
@@ -65,20 +65,21 @@ def write_map(quality: QualityMap, photo: Image.Image, names: MapNames) -> tuple
 
 def _publish(target: str, data: bytes, overwrite: bool) -> bool:
     """Write `target` whole through a temporary file in its folder; False when the name exists (and not `overwrite`)."""
-    handle = tempfile.NamedTemporaryFile(dir=os.path.dirname(target) or ".", prefix=".map-", suffix=".tmp", delete=False)
+    temporary = os.path.join(os.path.dirname(target) or ".", f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides, as for any new file
     try:
-        with handle:
+        with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         if overwrite:
-            os.replace(handle.name, target)
+            os.replace(temporary, target)
             return True
         try:
-            os.link(handle.name, target)  # fails if the name exists: nothing is replaced
+            os.link(temporary, target)  # fails if the name exists: nothing is replaced
         except FileExistsError:
             return False
         return True
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(handle.name)
+            os.unlink(temporary)

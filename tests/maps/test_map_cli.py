@@ -51,6 +51,9 @@ def test_each_image_gets_a_png_and_a_json(two_view, photos, tmp_path):
     drawn = Image.open(tmp_path / "out" / "x.map.png")
     assert drawn.width == 640 and drawn.height > 640 * 64 / 96  # enlarged to be readable, the legend below
     assert "x-1.map.png" in run.stderr and "3 maps written" in run.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out" / "x.map.json").stat().st_mode & 0o777 == 0o666 & ~umask  # like any new file
 
 
 def test_nothing_is_replaced_unless_asked(two_view, photos, tmp_path):
