@@ -32,7 +32,7 @@ from ..package.manifest import CropSpec, InputSpec
 from ..records import DECIMALS
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1): pixels x0 <= x < x1, y0 <= y < y1
-CELLS_PER_RUN = 8  # cells per inference call: batched, yet each call's activations stay small
+CELLS_PER_RUN = 2  # cells per inference call (bench, 2 cores: fastest; 8 cost ~1 GiB of activations, no faster)
 MAX_CELLS = 4096  # a grid finer than this is a typo, not a map
 
 
