@@ -14,7 +14,8 @@ The photos are the six Debian wallpapers the bundled model never trained on (its
 scikit-image's sample photos when it is installed.
 
 Speed: a 12-MP (4000 x 3000) JPEG's map through Scorer.quality_map, decode included, median of
-runs after a warm-up, with the load average (the CPU may be shared) and the peak resident memory.
+runs after a warm-up, with the load average (the CPU may be shared), the CPU time it used (what it
+would take spread over idle cores) and the peak resident memory.
 """
 
 from __future__ import annotations
@@ -184,11 +185,12 @@ def speed(scorer: Scorer, runs: int) -> None:
         path = twelve_megapixels(folder)
         scorer.quality_map(path)  # warm-up: the session's first run allocates
         load = os.getloadavg()[0]
-        times = []
+        times, cpu = [], []
         for _ in range(runs):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             quality = scorer.quality_map(path)
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
         score_start = time.perf_counter()
         scorer.score(path)
         score_time = time.perf_counter() - score_start
@@ -198,6 +200,10 @@ def speed(scorer: Scorer, runs: int) -> None:
         f"12-MP map: {statistics.median(times):.2f} s median of {runs} (min {min(times):.2f}, {cells} cells "
         f"{quality.grid[0]}x{quality.grid[1]}, {scorer.backend.parallel_runs} runs at once); the image's score alone {score_time:.2f} s; "
         f"load average {load:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; peak RSS {peak:.0f} MiB"
+    )
+    # CPU time is what the map costs whatever else runs: on idle cores it takes about this / cores.
+    print(
+        f"12-MP map CPU time: {statistics.median(cpu):.2f} s (all threads), {statistics.median(cpu) / (os.cpu_count() or 1):.2f} s per core"
     )
 
 
