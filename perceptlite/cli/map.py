@@ -36,14 +36,22 @@ def _grid(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
 
 @click.command("map")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=True, dir_okay=True))
-@click.option("-o", "--output", "folder", required=True, type=click.Path(file_okay=False), help="Folder for the maps (made if missing).")
+@click.option(
+    "-o",
+    "--output",
+    "folder",
+    required=True,
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Folder for the maps (made if missing).",
+)
 @click.option(
     "--grid",
     callback=_grid,
     default="auto",
     show_default=True,
     metavar="ROWSxCOLS|auto",
-    help="Cells of each map, e.g. 4x6; auto: cells about one model crop across (224 px at the photo's working size).",
+    help="Cells of each map, e.g. 4x6; auto: cells about one model crop across (the bundled model: 224 px at the photo's working size).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace maps that an earlier run left in DIR under the same names.")
 @model_options()

@@ -112,3 +112,15 @@ def test_grids_are_checked(two_view):
             parse_grid(text)
     with pytest.raises(QualityMapError, match="does not fit"):
         Scorer(two_view, device="cpu").quality_map(np.zeros((10, 10, 3), np.uint8), grid=(20, 2))
+
+
+def test_boxes_are_in_the_upright_picture(two_view, tmp_path):
+    """An EXIF-rotated JPEG is mapped upright: width, height and boxes are those of the picture as shown."""
+    stored = Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 64, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees: 40 wide, 64 high
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, exif=exif)
+    quality = Scorer(two_view, device="cpu").quality_map(str(path))
+    assert (quality.width, quality.height) == (40, 64) and quality.grid == (4, 2)
+    assert quality.cells[-1].box == (20, 48, 40, 64)
