@@ -86,8 +86,22 @@ def main() -> None:
 
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "perceptlite", "score", str(folder), "-m", str(package.path), "--cache", str(cache_path), "--jsonl", "-q"],
-            check=True, stdout=subprocess.DEVNULL, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "perceptlite",
+                "score",
+                str(folder),
+                "-m",
+                str(package.path),
+                "--cache",
+                str(cache_path),
+                "--jsonl",
+                "-q",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=REPO,
         )
         cli_warm = time.perf_counter() - start
 

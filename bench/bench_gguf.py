@@ -120,8 +120,7 @@ def estimate_8b(prefix_tokens: int, question_tokens: int) -> str:
     for variant, size in REAL_GGUF_GIB.items():
         memory = size + REAL_MMPROJ_GIB + kv_gib + compute_gib
         times = ", ".join(
-            f"{cpu}: ~{(evaluated_with_reuse + vit_equivalent) / speed:.0f} s"
-            for cpu, speed in ASSUMED_PP_TOKENS_PER_S[variant].items()
+            f"{cpu}: ~{(evaluated_with_reuse + vit_equivalent) / speed:.0f} s" for cpu, speed in ASSUMED_PP_TOKENS_PER_S[variant].items()
         )
         lines.append(f"  {variant:7s} file {size:4.1f} GiB -> resident ~{memory:4.1f} GiB; per image (3 axes) {times}")
     return "\n".join(lines)

@@ -124,8 +124,10 @@ def main() -> None:
         cases.append(("240 2-MP, --batch-size 1000, 4 GB", [photos, "--batch-size", "1000", "--decode-memory", "4096"]))
         for name, case in cases:
             result = run(model + case + shlex.split(args.extra))
-            print(f"{name:32s} peak {result['peak_mb']:6d} MB  {result['seconds']:6.1f} s  scored {result['scored']}, refused {result['refused']}"
-                  + (f"  [{result['stderr']}]" if result["stderr"] else ""))
+            print(
+                f"{name:32s} peak {result['peak_mb']:6d} MB  {result['seconds']:6.1f} s  scored {result['scored']}, refused {result['refused']}"
+                + (f"  [{result['stderr']}]" if result["stderr"] else "")
+            )
 
 
 if __name__ == "__main__":

@@ -77,14 +77,32 @@ def stand_in_package(folder: Path, size: int = 320) -> Path:
         fan_in = cin // groups * kernel * kernel
         weight = rng.normal(0, (2.0 / fan_in) ** 0.5, (cout, cin // groups, kernel, kernel)).astype(np.float32)
         inits.extend([numpy_helper.from_array(weight, f"w{n}"), numpy_helper.from_array(np.zeros(cout, np.float32), f"b{n}")])
-        nodes.append(helper.make_node("Conv", [x, f"w{n}", f"b{n}"], [f"c{n}"], kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[kernel // 2] * 4, group=groups))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, f"w{n}", f"b{n}"],
+                [f"c{n}"],
+                kernel_shape=[kernel, kernel],
+                strides=[stride, stride],
+                pads=[kernel // 2] * 4,
+                group=groups,
+            )
+        )
         if not relu6:
             return f"c{n}"
         nodes.append(helper.make_node("Clip", [f"c{n}", "zero", "six"], [f"r{n}"]))
         return f"r{n}"
 
     inits += [numpy_helper.from_array(np.array(0, np.float32), "zero"), numpy_helper.from_array(np.array(6, np.float32), "six")]
-    stages = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+    stages = (
+        (1, 3, 1, 1, 32, 16),
+        (2, 3, 2, 6, 16, 24),
+        (2, 5, 2, 6, 24, 40),
+        (3, 3, 2, 6, 40, 80),
+        (3, 5, 1, 6, 80, 112),
+        (4, 5, 2, 6, 112, 192),
+        (1, 3, 1, 6, 192, 320),
+    )
     x = conv("pixels", 3, 32, 3, 2)
     for repeats, kernel, stride, expand, cin, cout in stages:
         for i in range(repeats):
@@ -103,19 +121,38 @@ def stand_in_package(folder: Path, size: int = 320) -> Path:
     nodes.append(helper.make_node("MatMul", ["features", "head"], ["logits"]))
     nodes.append(helper.make_node("Sigmoid", ["logits"], ["scores"]))
     graph = helper.make_graph(
-        nodes, "stand_in", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])], inits,
+        nodes,
+        "stand_in",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, folder / "model.onnx")
     manifest = {
-        "name": "stand-in", "version": "0", "backend": "onnx", "description": "benchmark stand-in (random weights)",
-        "files": ["model.onnx"], "variants": {"fp32": "model.onnx"}, "default_variant": "fp32",
-        "input": {"size": [size, size], "resize": "stretch", "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3, "draft_factor": 2.0},
-        "outputs": {a: {"tensor": "scores", "index": i, "calibration": {"scale": 100.0, "offset": 0.0}} for i, a in enumerate(("iaa", "iqa", "ista"))},
-        "provenance": {"teacher": "none"}, "fidelity": {},
+        "name": "stand-in",
+        "version": "0",
+        "backend": "onnx",
+        "description": "benchmark stand-in (random weights)",
+        "files": ["model.onnx"],
+        "variants": {"fp32": "model.onnx"},
+        "default_variant": "fp32",
+        "input": {
+            "size": [size, size],
+            "resize": "stretch",
+            "interpolation": "bicubic",
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "draft_factor": 2.0,
+        },
+        "outputs": {
+            a: {"tensor": "scores", "index": i, "calibration": {"scale": 100.0, "offset": 0.0}}
+            for i, a in enumerate(("iaa", "iqa", "ista"))
+        },
+        "provenance": {"teacher": "none"},
+        "fidelity": {},
     }
     write_package(folder, manifest, "# stand-in\n\nRandom weights with the student's cost; for benchmarks only.\n")
     return folder
@@ -210,8 +247,8 @@ def main() -> None:
         tmp_path = Path(tmp)
         model, label = args.model, args.model
         if model is None:
-            from perceptlite.package.registry import DEFAULT_MODEL, resolve_model
             from perceptlite.errors import ModelNotFoundError
+            from perceptlite.package.registry import DEFAULT_MODEL, resolve_model
 
             try:
                 model, label = str(resolve_model(DEFAULT_MODEL)), DEFAULT_MODEL
@@ -241,7 +278,9 @@ def main() -> None:
             colds.append(run_score(paths[0], model, extra)[0])
 
         print(f"model:                    {label}")
-        print(f"photos:                   {len(paths)} JPEGs of {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.1f} MP), {os.cpu_count()} CPU cores, {jobs} decode workers")
+        print(
+            f"photos:                   {len(paths)} JPEGs of {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.1f} MP), {os.cpu_count()} CPU cores, {jobs} decode workers"
+        )
         print(f"decode-only:              {decode:.1f} images/s ({decode_single:.1f} images/s on one thread)")
         cold = statistics.median(colds)
         steady = len(paths) / max(wall - cold, 1e-9)
@@ -252,7 +291,9 @@ def main() -> None:
         if nima is None:
             print("torch NIMA peer:          skipped (needs torch and the export extra)")
         else:
-            print(f"torch NIMA peer:          {nima:.1f} images/s end to end (MobileNet-v1 224 px, batch 16, 2 threads); perceptlite is {end_to_end / nima:.2f}x, steady {steady / nima:.2f}x (target >= 1)")
+            print(
+                f"torch NIMA peer:          {nima:.1f} images/s end to end (MobileNet-v1 224 px, batch 16, 2 threads); perceptlite is {end_to_end / nima:.2f}x, steady {steady / nima:.2f}x (target >= 1)"
+            )
         print(f"model file:               {model_file_mb(model)} (target <= 20 MB)")
         print(f"peak RSS:                 {rss:.0f} MB (target <= 300)")
         print(f"cold start, one image:    {cold:.2f} s (median of 3 fresh processes; target <= 1.0)")

@@ -42,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = package.path / variants.get("fp32", next(iter(variants.values())))
     int8 = package.path / variants["int8"] if "int8" in variants else None
     result = measure(
-        args.labels, fp32, int8, package.input.size[0], ladder_images=args.ladder_images,
-        record_limit=args.limit, log=lambda m: print(m, file=sys.stderr),
+        args.labels,
+        fp32,
+        int8,
+        package.input.size[0],
+        ladder_images=args.ladder_images,
+        record_limit=args.limit,
+        log=lambda m: print(m, file=sys.stderr),
     )
     onnx_diff = package.raw.get("fidelity", {}).get("onnx_vs_torch_max_abs")
     if onnx_diff is not None:

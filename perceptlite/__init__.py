@@ -7,10 +7,11 @@ Three scores per image, each 0-100 (higher is better): aesthetics (``iaa``), tec
 from __future__ import annotations
 
 from . import offline  # noqa: F401  (first: sets ORT_DISABLE_TELEMETRY before anything imports onnxruntime)
+from .maps import QualityMap, QualityMapError
 from .records import AXES, ScoreResult
 from .scorer import ScoreOptions, Scorer
 
-__all__ = ["AXES", "Scorer", "ScoreOptions", "ScoreResult", "__version__"]
+__all__ = ["AXES", "QualityMap", "QualityMapError", "Scorer", "ScoreOptions", "ScoreResult", "__version__"]
 
 
 def __getattr__(name: str):

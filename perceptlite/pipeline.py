@@ -30,6 +30,7 @@ from .backends.preprocess import input_bytes
 from .errors import one_line
 from .images.decode import (
     DEFAULT_MAX_PIXELS,
+    DecodedImage,
     DecodeError,
     Views,
     check_array,
@@ -103,6 +104,18 @@ def prepare_item(
     except (OSError, ValueError, MemoryError) as exc:  # resize/convert on a damaged image
         return error_result(path, f"cannot process image ({one_line(exc)})")
     return _Prepared(path, decoded.width, decoded.height, prepared)
+
+
+def decode_item(item: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> DecodedImage:
+    """Decode any input the pipeline scores to upright RGB; DecodeError with a one-line reason,
+    ValueError for an array of the wrong shape or type (the caller's bug)."""
+    if isinstance(item, np.ndarray):
+        return decode_array(item, max_pixels)
+    if isinstance(item, Image.Image):
+        return decode_pil(item, max_pixels)
+    if isinstance(item, _ENCODED):
+        return decode_bytes(item, max_pixels, draft_size)
+    return decode_file(os.fspath(item), max_pixels, draft_size)
 
 
 def prepare_and_infer(

@@ -6,6 +6,7 @@
     >>> for result in scorer.score_many(paths): ...
     >>> Scorer("path/to/package", ScoreOptions(device="cuda", batch_size=32))
     >>> Scorer(device="cpu", threads=2)       # the same options as keywords
+    >>> scorer.quality_map("photo.jpg").cells  # iqa of each cell of a grid (perceptlite/maps)
 
 Every command, :mod:`perceptlite.ray_data`, the reward helper and ``export``'s evaluation score
 through a Scorer. A Scorer is safe to share between threads: decoding runs in the caller's (or the
@@ -28,12 +29,13 @@ from .backends.base import Backend, load_backend
 from .datasets.cache import ScoreCache, model_key
 from .images.decode import DEFAULT_MAX_PIXELS
 from .images.memory import set_decode_memory
+from .maps import QualityMap, check_map_support, make_map
 from .package.manifest import ModelPackage
 from .package.registry import load_model
-from .pipeline import ImageInput, ResultCache, default_jobs, prepare_item, score_group, score_items
+from .pipeline import ImageInput, ResultCache, decode_item, default_jobs, prepare_item, score_group, score_items
 from .records import ScoreResult
 
-__all__ = ["Scorer", "ScoreOptions", "ScoreResult"]
+__all__ = ["Scorer", "ScoreOptions", "ScoreResult", "QualityMap"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,18 @@ class Scorer:
             cache=cache if cache is not None else self.cache,
             infer_gate=self._infer_gate,
         )
+
+    def quality_map(self, image: ImageInput, grid: tuple[int, int] | None = None) -> QualityMap:
+        """Where in the image the quality is: the iqa of each cell of a grid (rows, cols) [default:
+        cells about one model crop across], on the scale of the image's iqa, which it holds too.
+
+        Raises QualityMapError for a package that reads no crops, DecodeError for an image that
+        cannot be decoded, ValueError for an array of the wrong shape or type.
+        """
+        check_map_support(self.backend)
+        decoded = decode_item(image, self.options.max_pixels, self.backend.draft_size)
+        path = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+        return make_map(self.backend, decoded, path, grid, self._infer_gate)
 
     def close(self) -> None:
         """Commit and close the score cache, if any (the model itself needs no closing)."""

@@ -7,7 +7,7 @@ import warnings
 
 import click
 
-from . import ask, eval, filter, merge, models, report, score
+from . import ask, eval, filter, map, merge, models, report, score
 from .options import CommandGroup
 
 
@@ -40,3 +40,4 @@ main.add_command(filter.command)
 main.add_command(merge.command)
 main.add_command(report.command)
 main.add_command(eval.command)
+main.add_command(map.command)

@@ -14,6 +14,7 @@ import click
 from ..datasets.report import write_report
 from ..records.names import display_name, escape_unsafe, readable_text
 from ..records.publish import check_outputs
+from .map import report_maps
 from .options import EXIT_OK, EXIT_SOME_FAILED, Scoring, exits_on_errors, fail, scoring_options
 from .sources import from_scores_option, gather_results
 
@@ -30,15 +31,17 @@ def page_title(title: str) -> str:
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The HTML file to write, e.g. report.html.")
 @click.option("--title", default="perceptlite report", show_default=True, help="Page title (control characters are shown escaped).")
+@click.option("--maps", "with_maps", is_flag=True, help="Add each image's quality map (iqa per cell), shown by a button on its card.")
 @from_scores_option
 @scoring_options
 @exits_on_errors
-def command(paths, output, title, from_scores, scoring: Scoring) -> None:
+def command(paths, output, title, with_maps, from_scores, scoring: Scoring) -> None:
     """Write an HTML report for PATHS (or --from-scores): thumbnails, sorting, histograms, best/worst, failures."""
     check_outputs({"-o": output}, {"": paths, "--from-scores": from_scores, "--cache": scoring.cache_path})
     results = gather_results(paths, from_scores, scoring)
+    maps = report_maps(results, scoring) if with_maps else None
     try:
-        write_report(results, output, page_title(title))
+        write_report(results, output, page_title(title), maps)
     except OSError as exc:
         fail(f"{output}: cannot write the report ({exc.strerror or exc})")
     failed = sum(1 for result in results if result.error is not None)

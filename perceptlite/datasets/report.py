@@ -14,11 +14,15 @@ import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from ..images.decode import DecodeError, decode_file
 from ..pipeline import default_jobs
 from ..records import AXES, AXIS_NAMES, ScoreResult
 from ..records.names import display_name, escape_unsafe
+
+if TYPE_CHECKING:
+    from ..maps import QualityMap
 
 THUMBNAIL_SIZE = 192
 EXTREMES = 5  # best and worst images shown per axis
@@ -115,8 +119,13 @@ def histogram_svg(values: Sequence[float], label: str, bins: int = BINS) -> str:
     )
 
 
-def build_report(results: Sequence[ScoreResult], title: str = "perceptlite report", jobs: int | None = None) -> str:
-    """The whole HTML document for these results."""
+def build_report(
+    results: Sequence[ScoreResult], title: str = "perceptlite report", jobs: int | None = None, maps: dict[str, QualityMap] | None = None
+) -> str:
+    """The whole HTML document for these results; `maps` (by path): quality maps each card can show."""
+    from ..maps import html as map_html
+
+    maps = maps or {}
     scored = [result for result in results if result.error is None and any(getattr(result, axis) is not None for axis in AXES)]
     failed = [result for result in results if result.error is not None]
     with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:
@@ -126,7 +135,7 @@ def build_report(results: Sequence[ScoreResult], title: str = "perceptlite repor
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_text(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<title>{_text(title)}</title><style>{_STYLE}{map_html.STYLE if maps else ''}</style></head><body>",
         f"<h1>{_text(title)}</h1>",
         f'<p id="summary">{len(scored)} scored, {len(failed)} failed. Scores are 0-100, higher is better: '
         + ", ".join(f"<b>{axis}</b> {AXIS_NAMES[axis]}" for axis in AXES)
@@ -139,17 +148,19 @@ def build_report(results: Sequence[ScoreResult], title: str = "perceptlite repor
             parts.append(f"<figure>{histogram_svg(values, axis)}<figcaption>{axis} ({AXIS_NAMES[axis]})</figcaption></figure>")
         parts.append("</div>")
         parts.append(_extremes(scored, thumbnail_of))
-    parts.append(_cards(scored, thumbnail_of))
+    parts.append(_cards(scored, thumbnail_of, maps))
     parts.append(_failures(failed))
-    parts.append(f"<script>{_SCRIPT}</script></body></html>")
+    parts.append(f"<script>{_SCRIPT}{map_html.SCRIPT if maps else ''}</script></body></html>")
     return "\n".join(parts)
 
 
-def write_report(results: Sequence[ScoreResult], output: str | os.PathLike, title: str = "perceptlite report") -> None:
+def write_report(
+    results: Sequence[ScoreResult], output: str | os.PathLike, title: str = "perceptlite report", maps: dict[str, QualityMap] | None = None
+) -> None:
     """Write the report to `output` atomically."""
     from ..records.publish import atomic_output
 
-    document = build_report(results, title)
+    document = build_report(results, title, maps=maps)
     with atomic_output(output) as handle:
         handle.write(document)
 
@@ -173,7 +184,9 @@ def _mini(result: ScoreResult, axis: str, thumbnail: str | None) -> str:
     )
 
 
-def _cards(scored: list[ScoreResult], thumbnail_of: dict) -> str:
+def _cards(scored: list[ScoreResult], thumbnail_of: dict, maps: dict[str, QualityMap]) -> str:
+    from ..maps import html as map_html
+
     buttons = "".join(f'<button type="button" data-sort="{key}" aria-pressed="false">{key}</button>' for key in (*AXES, "name"))
     parts = [f'<h2>All images</h2><p>Sort by: {buttons} <span id="sort-status">in input order</span></p><div id="cards" class="cards">']
     for index, result in enumerate(scored):
@@ -181,9 +194,10 @@ def _cards(scored: list[ScoreResult], thumbnail_of: dict) -> str:
         scores = "".join(f'<span class="{axis}">{axis} {_score(getattr(result, axis))}</span>' for axis in AXES)
         parts.append(
             f'<div class="card" data-index="{index}" {data} data-name="{_attribute(display_name(result.file))}">'
-            f"{_image(thumbnail_of.get(id(result)), result.file)}"
+            f"{_thumb(thumbnail_of.get(id(result)), result.file, maps.get(result.file))}"
             f'<div class="name">{_name(result.file)}</div>'
-            f'<div class="scores">{scores}</div><div class="size">{result.width}&times;{result.height}</div></div>'
+            f'<div class="scores">{scores}</div><div class="size">{result.width}&times;{result.height}</div>'
+            f"{map_html.toggle_button() if result.file in maps else ''}</div>"
         )
     parts.append("</div>")
     return "".join(parts)
@@ -194,6 +208,15 @@ def _failures(failed: list[ScoreResult]) -> str:
         return '<h2>Failed files</h2><p id="failures">None.</p>'
     rows = "".join(f"<tr><td>{_name(result.file)}</td><td>{_text(escape_unsafe(result.error or ''))}</td></tr>" for result in failed)
     return f'<h2>Failed files</h2><table id="failures"><tr><th>file</th><th>reason</th></tr>{rows}</table>'
+
+
+def _thumb(thumbnail: str | None, path: str, quality: QualityMap | None) -> str:
+    """A card's thumbnail, with its quality map over it (hidden until its button is pressed)."""
+    from ..maps import html as map_html
+
+    if quality is None or thumbnail is None:
+        return _image(thumbnail, path)
+    return f'<div class="thumb">{_image(thumbnail, path)}{map_html.overlay_svg(quality)}</div>'
 
 
 def _image(thumbnail: str | None, path: str) -> str:
