@@ -8,14 +8,13 @@ replace a name that exists (unless `overwrite`, which replaces maps of earlier r
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import secrets
 
 from PIL import Image
 
+from ..records.publish import write_file
 from .grid import QualityMap
 from .render import render
 
@@ -53,33 +52,11 @@ def write_map(quality: QualityMap, photo: Image.Image, names: MapNames) -> tuple
     document = (json.dumps(quality.as_dict()) + "\n").encode("utf-8")
     for stem in names.candidates(quality.path or "image"):
         png, record = names.target(stem, SUFFIXES[0]), names.target(stem, SUFFIXES[1])
-        if not _publish(png, buffer.getvalue(), names.overwrite):
+        if not write_file(png, buffer.getvalue(), replace=names.overwrite):
             continue  # taken since the names were checked: the next one
-        if not _publish(record, document, names.overwrite):
+        if not write_file(record, document, replace=names.overwrite):
             os.unlink(png)
             continue
         names.taken.add(stem)
         return png, record
     raise AssertionError("unreachable: candidates() ends by raising")
-
-
-def _publish(target: str, data: bytes, overwrite: bool) -> bool:
-    """Write `target` whole through a temporary file in its folder; False when the name exists (and not `overwrite`)."""
-    temporary = os.path.join(os.path.dirname(target) or ".", f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides, as for any new file
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(temporary, target)
-            return True
-        try:
-            os.link(temporary, target)  # fails if the name exists: nothing is replaced
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)

@@ -106,6 +106,34 @@ def atomic_output(path: str | os.PathLike, binary: bool = False, mode: int | Non
             discard(temporary)
 
 
+def write_file(path: str | os.PathLike, data: bytes, replace: bool = True) -> bool:
+    """Write `data` as the whole of `path` through a temporary file beside it. With `replace` False an
+    existing name is never replaced (the file is linked into place, which fails if the name is taken):
+    False then, and nothing is written. A new file's mode is what the umask gives any new file."""
+    temporary = _temporary_name(path)
+    try:
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            temporary = ""  # another file's name: never removed
+            raise
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if replace:
+            os.replace(temporary, path)
+            return True
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        if temporary:
+            discard(temporary)
+
+
 def _temporary_name(path: str | os.PathLike) -> str:
     folder = os.path.dirname(os.path.realpath(path))
     return os.path.join(folder, f"{TEMP_PREFIX}{secrets.token_hex(4)}{TEMP_SUFFIX}")
