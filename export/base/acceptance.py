@@ -61,6 +61,11 @@ def ladders(scorer: Scorer, photos: Sequence[Path], sizes: Sequence[int] = LADDE
     return {kind: {size: round(float(np.mean(v)), 3) for size, v in by_size.items()} for kind, by_size in per_kind.items()}
 
 
+def photo_name(path: Path) -> str:
+    """A photo's name: plasma wallpapers are folders of sizes (Path/contents/images/2560x1600.jpg), Lomiri's are files."""
+    return path.parents[2].name if path.parent.name == "images" and path.parent.parent.name == "contents" else path.stem
+
+
 def clean_photos(scorer: Scorer, photos: Sequence[Path], sizes: Sequence[int] = CLEAN_SIZES) -> dict:
     """Clean iqa of each photo at each size and its own; the medians and the largest move from 500 px to its own size."""
     per_photo = {}
@@ -68,7 +73,7 @@ def clean_photos(scorer: Scorer, photos: Sequence[Path], sizes: Sequence[int] = 
         with Image.open(path) as source:
             native = source.convert("RGB")
         views = {str(size): resize_long_side(native, size) for size in sizes} | {"native": native}
-        per_photo[path.stem] = {key: round(float(v), 1) for key, v in zip(views, _iqa(scorer, list(views.values())))}
+        per_photo[photo_name(path)] = {key: round(float(v), 1) for key, v in zip(views, _iqa(scorer, list(views.values())))}
     keys = [*map(str, sizes), "native"]
     drift = {name: round(abs(v["native"] - v[str(sizes[0])]), 1) for name, v in per_photo.items()}
     return {
@@ -105,7 +110,7 @@ def measure(package: Path, source: Path | None, eval_photos: Sequence[Path], dev
     scorer = Scorer(package, device="cpu")
     result = {
         "measured_with": "perceptlite.Scorer on the package's default variant (the runtime's decode, crops and resize)",
-        "eval_photos": [p.stem for p in eval_photos],
+        "eval_photos": [photo_name(p) for p in eval_photos],
         "ladders": ladders(scorer, eval_photos, sizes, log),
         "clean": clean_photos(scorer, eval_photos),
         "int8_vs_fp32": variant_agreement(package, dev_paths),

@@ -222,3 +222,26 @@ def all_steps(work: Path, source: Path, out: Path, smoke: bool) -> None:
     run_export(work, source, recipe)
     run_package(work, out, recipe)
     _echo(f"all: {time.time() - started:.0f} s")
+
+
+@main.command("own-ratings")
+@click.argument("images", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("scores", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The new package folder (must not exist or be empty).")
+@click.option("--package", "base", type=click.Path(file_okay=False, exists=True, path_type=Path), default=SOURCE_PACKAGE, show_default=True,
+              help="The package to start from: its crop network's features (head only) or its whole view (--end-to-end).")
+@click.option("--end-to-end", is_flag=True, help="Train the crop network itself (the bundled recipe, hours on a CPU) instead of the head only.")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/own"), show_default=True,
+              help="Work folder of --end-to-end (checkpoints: a rerun resumes).")
+@click.option("--name", default=None, help="The new package's name (default: the base's, with -own).")
+def own_ratings(images: Path, scores: Path, out: Path, base: Path, end_to_end: bool, work: Path, name: str | None) -> None:
+    """Fit iqa to your own ratings: IMAGES holds the files, SCORES is a `file,score` table (paths relative to IMAGES)."""
+    from .own_ratings import RatingsError, fit_own_package
+
+    started = time.time()
+    try:
+        result = fit_own_package(images, scores, out, base, end_to_end, work, name, log=_echo)
+    except (RatingsError, TrainingError, PhotoSetError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(result, indent=2))
+    _echo(f"own-ratings: {time.time() - started:.0f} s -> {out}")
