@@ -124,7 +124,6 @@ def run_export(work: Path, source: Path, recipe: Recipe) -> dict:
 
 @_timed("package")
 def run_package(work: Path, out: Path, recipe: Recipe) -> None:
-    from .acceptance import measure
     from .package import build_manifest, read_json, write
 
     source = read_json(work / "source" / "perceptlite.json")
@@ -133,11 +132,28 @@ def run_package(work: Path, out: Path, recipe: Recipe) -> None:
     # Measured on a staging copy, so OUT is replaced once, with its numbers in it.
     staging = work / "staging"
     write(staging, work, build_manifest(source, summary, train, {}, RECIPE_COMMAND))
-    acceptance = measure(staging, work / "source", professional_eval_photos()[: recipe.eval_photos],
-                         [p for p, _ in rated_photos()[: recipe.rated]][:: recipe.variant_photos_step], recipe.ladder_sizes, log=_echo)
-    (work / "acceptance.json").write_text(json.dumps(acceptance, indent=2) + "\n")
+    acceptance = _measured(work, staging, recipe)
     write(out, work, build_manifest(source, summary, train, acceptance, RECIPE_COMMAND))
     _echo(f"{out}: package written")
+
+
+def _measured(work: Path, staging: Path, recipe: Recipe) -> dict:
+    """WORK/acceptance.json when it measured these very ONNX files; else measure the staging package (and keep it)."""
+    from perceptlite.package.manifest import sha256_file
+
+    from .acceptance import measure
+    from .package import VARIANT_FILES
+
+    path = work / "acceptance.json"
+    files = {name: sha256_file(work / name) for name in VARIANT_FILES.values()}
+    if path.is_file() and json.loads(path.read_text()).get("files") == files:
+        _echo(f"{path}: measured these ONNX files already; reused")
+        return json.loads(path.read_text())
+    acceptance = measure(staging, work / "source", professional_eval_photos()[: recipe.eval_photos],
+                         [p for p, _ in rated_photos()[: recipe.rated]][:: recipe.variant_photos_step], recipe.ladder_sizes, log=_echo)
+    acceptance["files"] = files
+    path.write_text(json.dumps(acceptance, indent=2) + "\n")
+    return acceptance
 
 
 def _pin_source(work: Path, source: Path) -> Path:
