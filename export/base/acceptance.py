@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from export.student.size_ladders import LADDER_LEVELS, damage, resize_long_side
 from perceptlite import Scorer
 from perceptlite.datasets.metrics import srcc
-
-from export.student.size_ladders import LADDER_LEVELS, damage, resize_long_side
 
 LADDER_SIZES = (500, 1500, 4000)
 CLEAN_SIZES = (500, 1000)
@@ -99,13 +98,19 @@ def whole_view_agreement(package: Path, source: Path, paths: Sequence[Path]) -> 
     """Largest difference in iaa and ista between the package and the source package it took the whole view from (int8)."""
     new = list(Scorer(package, device="cpu").score_many([str(p) for p in paths]))
     old = list(Scorer(source, device="cpu").score_many([str(p) for p in paths]))
-    return {
-        axis: round(max(abs(getattr(a, axis) - getattr(b, axis)) for a, b in zip(new, old)), 4) for axis in ("iaa", "ista")
-    } | {"images": len(paths)}
+    return {axis: round(max(abs(getattr(a, axis) - getattr(b, axis)) for a, b in zip(new, old)), 4) for axis in ("iaa", "ista")} | {
+        "images": len(paths)
+    }
 
 
-def measure(package: Path, source: Path | None, eval_photos: Sequence[Path], dev_paths: Sequence[Path],
-            sizes: Sequence[int] = LADDER_SIZES, log: Callable[[str], None] = print) -> dict:
+def measure(
+    package: Path,
+    source: Path | None,
+    eval_photos: Sequence[Path],
+    dev_paths: Sequence[Path],
+    sizes: Sequence[int] = LADDER_SIZES,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Every acceptance number of the package in `package` (its default variant unless said)."""
     scorer = Scorer(package, device="cpu")
     result = {

@@ -29,7 +29,9 @@ def _cross_validation(fidelity: dict) -> list[str]:
         f"| pooled over the {pooled['photos']} photos | {_fmt(pooled['srcc'])} | {_fmt(pooled['plcc'])} | {_fmt(pooled['plcc_linear'])} | {_fmt(pooled['mae'])} | {pooled['photos']} |",
     ]
     for fold, row in folds.items():
-        lines.append(f"| fold {int(fold) + 1} | {_fmt(row['srcc'])} | {_fmt(row['plcc'])} | {_fmt(row['plcc_linear'])} | {_fmt(row['mae'])} | {row['photos']} |")
+        lines.append(
+            f"| fold {int(fold) + 1} | {_fmt(row['srcc'])} | {_fmt(row['plcc'])} | {_fmt(row['plcc_linear'])} | {_fmt(row['mae'])} | {row['photos']} |"
+        )
     lines += [
         "",
         "Every photo above was scored by a network that never saw it; the shipped network is then trained the same way on "
@@ -71,7 +73,8 @@ def _clean(fidelity: dict) -> list[str]:
     return [
         "## Clean professional photos",
         "",
-        "Median `iqa` of the same held-out photos, clean: " + ", ".join(f"{k} px {v}" if k != "native" else f"own size {v}" for k, v in medians.items())
+        "Median `iqa` of the same held-out photos, clean: "
+        + ", ".join(f"{k} px {v}" if k != "native" else f"own size {v}" for k, v in medians.items())
         + f"; the largest move of one photo between 500 px and its own size: {clean['max_move_500_to_native']} points.",
         "",
     ]
@@ -91,7 +94,8 @@ def _whole_view(fidelity: dict) -> list[str]:
         f"The whole view's nodes are copied from {view['measured_on'].split(',')[0]}, and the numbers below were measured on it. "
         "In fp32 the copy computes exactly its iaa and ista (the export checks it); the int8 file is quantised again, with "
         "calibration ranges now taken from whole views only, so the default variant moves by at most "
-        + _difference(view.get("difference_from_source")) + ".",
+        + _difference(view.get("difference_from_source"))
+        + ".",
         f"- iaa vs NIMA, 0.1.0's protocol (held-out label records): {_fmt(view.get('iaa_vs_nima_srcc_heldout_records'))}; "
         f"on {view.get('images')} held-out corpus photos: {_fmt(view.get('iaa_vs_nima_srcc'))}; iaa quartiles there {view.get('iaa_quartiles_corpus')}",
         f"- ista: median-smoothing ladder {_fmt(view.get('ista_median_smoothing_ladder'))}, noise ladder {_fmt(view.get('ista_noise_ladder'))}",

@@ -1,10 +1,10 @@
 """`python -m export.base`: the recipe of the bundled package, one resumable step at a time.
 
-    iqa-cv     5-fold cross-validation of the iqa training over every rated dev photo   WORK/iqa-cv/summary.json
-    iqa-train  the shipped crop network, trained on all of them                         WORK/iqa/checkpoint.pt
-    export     the source package's whole view + the crop network, checked, int8        WORK/model*.onnx
-    package    measured as users get it, then written with its manifest and card        OUT, WORK/acceptance.json
-    all        the four in order; each skips what its outputs already hold
+iqa-cv     5-fold cross-validation of the iqa training over every rated dev photo   WORK/iqa-cv/summary.json
+iqa-train  the shipped crop network, trained on all of them                         WORK/iqa/checkpoint.pt
+export     the source package's whole view + the crop network, checked, int8        WORK/model*.onnx
+package    measured as users get it, then written with its manifest and card        OUT, WORK/acceptance.json
+all        the four in order; each skips what its outputs already hold
 """
 
 from __future__ import annotations
@@ -40,8 +40,17 @@ class Recipe:
 
 
 FULL = Recipe()
-SMOKE = Recipe(rated=16, professional=1, corpus=2, folds=2, calibration=4, eval_photos=1, variant_photos_step=8, ladder_sizes=(500,),
-               config=TrainingConfig(epochs=1, probe_steps=20, stored_sizes=(500, 1000)))
+SMOKE = Recipe(
+    rated=16,
+    professional=1,
+    corpus=2,
+    folds=2,
+    calibration=4,
+    eval_photos=1,
+    variant_photos_step=8,
+    ladder_sizes=(500,),
+    config=TrainingConfig(epochs=1, probe_steps=20, stored_sizes=(500, 1000)),
+)
 
 
 def _recipe(smoke: bool) -> Recipe:
@@ -59,13 +68,28 @@ def _echo(message: str) -> None:
     click.echo(message, err=True)
 
 
-work_option = click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/base"), show_default=True,
-                           help="Work folder: every step's outputs and checkpoints (resumable).")
+work_option = click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts/base"),
+    show_default=True,
+    help="Work folder: every step's outputs and checkpoints (resumable).",
+)
 smoke_option = click.option("--smoke", is_flag=True, help="A few photos and one short epoch: the whole recipe in minutes, for tests.")
-source_option = click.option("--source", type=click.Path(file_okay=False, exists=True, path_type=Path), default=SOURCE_PACKAGE,
-                             show_default=True, help="The package whose whole view (iaa, ista) is kept; pinned into WORK/source on the first run.")
-out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=SOURCE_PACKAGE, show_default=True,
-                          help="The package folder to write (its ONNX files, manifest and card are replaced).")
+source_option = click.option(
+    "--source",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=SOURCE_PACKAGE,
+    show_default=True,
+    help="The package whose whole view (iaa, ista) is kept; pinned into WORK/source on the first run.",
+)
+out_option = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=SOURCE_PACKAGE,
+    show_default=True,
+    help="The package folder to write (its ONNX files, manifest and card are replaced).",
+)
 
 
 @click.group()
@@ -149,8 +173,14 @@ def _measured(work: Path, staging: Path, recipe: Recipe) -> dict:
     if path.is_file() and json.loads(path.read_text()).get("files") == files:
         _echo(f"{path}: measured these ONNX files already; reused")
         return json.loads(path.read_text())
-    acceptance = measure(staging, work / "source", professional_eval_photos()[: recipe.eval_photos],
-                         [p for p, _ in rated_photos()[: recipe.rated]][:: recipe.variant_photos_step], recipe.ladder_sizes, log=_echo)
+    acceptance = measure(
+        staging,
+        work / "source",
+        professional_eval_photos()[: recipe.eval_photos],
+        [p for p, _ in rated_photos()[: recipe.rated]][:: recipe.variant_photos_step],
+        recipe.ladder_sizes,
+        log=_echo,
+    )
     acceptance["files"] = files
     path.write_text(json.dumps(acceptance, indent=2) + "\n")
     return acceptance
@@ -244,11 +274,24 @@ def all_steps(work: Path, source: Path, out: Path, smoke: bool) -> None:
 @click.argument("images", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("scores", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The new package folder (must not exist or be empty).")
-@click.option("--package", "base", type=click.Path(file_okay=False, exists=True, path_type=Path), default=SOURCE_PACKAGE, show_default=True,
-              help="The package to start from: its crop network's features (head only) or its whole view (--end-to-end).")
-@click.option("--end-to-end", is_flag=True, help="Train the crop network itself (the bundled recipe, hours on a CPU) instead of the head only.")
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/own"), show_default=True,
-              help="Work folder of --end-to-end (checkpoints: a rerun resumes).")
+@click.option(
+    "--package",
+    "base",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=SOURCE_PACKAGE,
+    show_default=True,
+    help="The package to start from: its crop network's features (head only) or its whole view (--end-to-end).",
+)
+@click.option(
+    "--end-to-end", is_flag=True, help="Train the crop network itself (the bundled recipe, hours on a CPU) instead of the head only."
+)
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts/own"),
+    show_default=True,
+    help="Work folder of --end-to-end (checkpoints: a rerun resumes).",
+)
 @click.option("--name", default=None, help="The new package's name (default: the base's, with -own).")
 def own_ratings(images: Path, scores: Path, out: Path, base: Path, end_to_end: bool, work: Path, name: str | None) -> None:
     """Fit iqa to your own ratings: IMAGES holds the files, SCORES is a `file,score` table (paths relative to IMAGES)."""

@@ -22,8 +22,14 @@ from .iqa_training import RatedPhoto, Trainer, TrainingConfig, UnratedPhoto, _lo
 from .photos import FOLDS, fold_of
 
 
-def cross_validate(rated: Sequence[RatedPhoto], unrated: Sequence[UnratedPhoto], config: TrainingConfig, folder: Path,
-                   folds: int = FOLDS, log: Callable[[str], None] = print) -> dict:
+def cross_validate(
+    rated: Sequence[RatedPhoto],
+    unrated: Sequence[UnratedPhoto],
+    config: TrainingConfig,
+    folder: Path,
+    folds: int = FOLDS,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Train and measure every fold (resuming what `folder` holds); the pooled and per-fold agreement."""
     folder.mkdir(parents=True, exist_ok=True)
     predictions: dict[str, float] = {}
@@ -47,9 +53,15 @@ def cross_validate(rated: Sequence[RatedPhoto], unrated: Sequence[UnratedPhoto],
         predictions |= fold_scores
         log(f"fold {fold + 1}/{folds}: {per_fold[fold]}")
     pooled = _summary(predictions, rated)
-    summary = {"folds": folds, "photos": len(predictions), "pooled": pooled, "per_fold": per_fold,
-               "mean_of_folds": {k: round(float(np.mean([f[k] for f in per_fold.values()])), 4) for k in ("srcc", "plcc", "mae")},
-               "config": asdict(config), "unrated_photos": len(unrated)}
+    summary = {
+        "folds": folds,
+        "photos": len(predictions),
+        "pooled": pooled,
+        "per_fold": per_fold,
+        "mean_of_folds": {k: round(float(np.mean([f[k] for f in per_fold.values()])), 4) for k in ("srcc", "plcc", "mae")},
+        "config": asdict(config),
+        "unrated_photos": len(unrated),
+    }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -59,4 +71,10 @@ def _summary(predictions: dict[str, float], photos: Sequence[RatedPhoto]) -> dic
     names = [n for n in predictions if n in truth]
     pred, mos = np.array([predictions[n] for n in names]), np.array([truth[n] for n in names])
     result = agreement(pred, mos)
-    return {"srcc": round(result.srcc, 4), "plcc": round(result.plcc, 4), "plcc_linear": round(plcc(pred, mos, fit=False), 4), "mae": round(float(np.abs(pred - mos).mean()), 2), "photos": len(names)}
+    return {
+        "srcc": round(result.srcc, 4),
+        "plcc": round(result.plcc, 4),
+        "plcc_linear": round(plcc(pred, mos, fit=False), 4),
+        "mae": round(float(np.abs(pred - mos).mean()), 2),
+        "photos": len(names),
+    }

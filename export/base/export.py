@@ -32,10 +32,9 @@ def load_trained(checkpoint: Path):
 
 def runtime_inputs(paths: Sequence[Path]) -> list[dict[str, np.ndarray]]:
     """Each image's inputs, prepared exactly as the runtime prepares them."""
+    from export.student.quality_model import input_spec
     from perceptlite.backends.preprocess import prepare_crops, prepare_pixels
     from perceptlite.images.decode import decode_file
-
-    from export.student.quality_model import input_spec
 
     spec = input_spec()
     items = []

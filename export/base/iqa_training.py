@@ -129,8 +129,14 @@ def _people_terms(pred: torch.Tensor, mos: torch.Tensor, config: TrainingConfig)
 class Trainer:
     """One fine-tuning run: `fit()` trains (resuming from `folder`), `net` is the result."""
 
-    def __init__(self, rated: Sequence[RatedPhoto], unrated: Sequence[UnratedPhoto], config: TrainingConfig, folder: Path,
-                 log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        rated: Sequence[RatedPhoto],
+        unrated: Sequence[UnratedPhoto],
+        config: TrainingConfig,
+        folder: Path,
+        log: Callable[[str], None] = print,
+    ):
         if len(rated) < 2:
             raise TrainingError(f"{len(rated)} rated photos: need at least 2")
         self.rated, self.unrated, self.config, self.folder, self.log = list(rated), list(unrated), config, Path(folder), log
@@ -162,8 +168,13 @@ class Trainer:
         return {"config": asdict(self.config), "rated": [p.path.name for p in self.rated], "unrated": [str(p.path) for p in self.unrated]}
 
     def _save(self, epoch: int, optimizer: torch.optim.Optimizer, history: list[EpochLog]) -> None:
-        state = {"signature": self._signature(), "epoch": epoch, "net": self.net.state_dict(), "optimizer": optimizer.state_dict(),
-                 "history": [asdict(h) for h in history]}
+        state = {
+            "signature": self._signature(),
+            "epoch": epoch,
+            "net": self.net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": [asdict(h) for h in history],
+        }
         partial = self.checkpoint.with_name("checkpoint.partial.pt")
         torch.save(state, partial)
         partial.replace(self.checkpoint)
@@ -180,9 +191,8 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------------
     def _probe(self) -> None:
-        from perceptlite.backends.preprocess import prepare_crops
-
         from export.student.quality_model import input_spec
+        from perceptlite.backends.preprocess import prepare_crops
 
         spec = input_spec()
         started = time.time()
@@ -218,7 +228,9 @@ class Trainer:
         damage = torch.from_numpy(np.stack(triplets)) if triplets else torch.zeros((0, 3, 3, 224, 224))
         return torch.from_numpy(people), torch.from_numpy(mos), damage, torch.tensor(professional, dtype=torch.bool)
 
-    def _loss(self, people: torch.Tensor, mos: torch.Tensor, damage: torch.Tensor, professional: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(
+        self, people: torch.Tensor, mos: torch.Tensor, damage: torch.Tensor, professional: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
         count = people.shape[0]
         views = torch.cat([people.flatten(0, 1), damage.flatten(0, 1)])
@@ -230,7 +242,9 @@ class Trainer:
         terms = {"l1": l1.item(), "pairs": pairs.item()}
         if damage.shape[0]:
             scores = self.net.score_features(features[count * people.shape[1] :]).reshape(damage.shape[0], 3)
-            ranking = (torch.relu(c.damage_margin - (scores[:, 0] - scores[:, 1])) + torch.relu(c.damage_margin - (scores[:, 1] - scores[:, 2]))).mean()
+            ranking = (
+                torch.relu(c.damage_margin - (scores[:, 0] - scores[:, 1])) + torch.relu(c.damage_margin - (scores[:, 1] - scores[:, 2]))
+            ).mean()
             clean = torch.relu(c.clean_floor - scores[professional, 0]).mean() if professional.any() else scores.new_zeros(())
             loss = loss + c.damage_weight * ranking + c.clean_weight * clean
             terms |= {"damage": ranking.item(), "clean": clean.item()}
@@ -244,7 +258,9 @@ class Trainer:
         if done == 0 and not self.checkpoint.is_file():
             self._probe()
         steps_per_epoch = max(1, len(self.rated) // c.photos_per_step)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + np.cos(np.pi * min(1.0, step / (c.epochs * steps_per_epoch)))))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + np.cos(np.pi * min(1.0, step / (c.epochs * steps_per_epoch))))
+        )
         for _ in range(done * steps_per_epoch):
             schedule.step()
         for epoch in range(done, c.epochs):
@@ -262,7 +278,9 @@ class Trainer:
                 for key, value in {"loss": loss.item(), **terms}.items():
                     totals[key] = totals.get(key, 0.0) + value / steps_per_epoch
             self.net.eval()
-            entry = EpochLog(epoch + 1, round(time.time() - started, 1), round(totals.pop("loss"), 3), {k: round(v, 3) for k, v in totals.items()})
+            entry = EpochLog(
+                epoch + 1, round(time.time() - started, 1), round(totals.pop("loss"), 3), {k: round(v, 3) for k, v in totals.items()}
+            )
             history.append(entry)
             self._save(epoch + 1, optimizer, history)
             self.log(f"  epoch {entry.epoch}/{c.epochs}: {entry.seconds:.0f} s, loss {entry.loss} {entry.terms}")
@@ -272,9 +290,8 @@ class Trainer:
 
 def predict(net: CropIqaNet, images: Sequence[Image.Image], batch: int = 8) -> np.ndarray:
     """iqa of each photo through the runtime's own crops (perceptlite.backends.preprocess.prepare_crops)."""
-    from perceptlite.backends.preprocess import prepare_crops
-
     from export.student.quality_model import input_spec
+    from perceptlite.backends.preprocess import prepare_crops
 
     spec = input_spec()
     out = []

@@ -152,8 +152,12 @@ def cross_validated_head(features: np.ndarray, scores: np.ndarray) -> tuple[np.n
 
 def summary(predictions: np.ndarray, scores: np.ndarray) -> dict:
     result = agreement(predictions, scores)
-    return {"srcc": round(result.srcc, 4), "plcc": round(result.plcc, 4), "mae": round(float(np.abs(predictions - scores).mean()), 2),
-            "photos": len(scores)}
+    return {
+        "srcc": round(result.srcc, 4),
+        "plcc": round(result.plcc, 4),
+        "mae": round(float(np.abs(predictions - scores).mean()), 2),
+        "photos": len(scores),
+    }
 
 
 def splice_head(source: Path, ridge: Ridge, out: Path) -> Path:
@@ -165,16 +169,21 @@ def splice_head(source: Path, ridge: Ridge, out: Path) -> Path:
     graph = model.graph
     weight = numpy_helper.from_array(ridge.weight.astype(np.float32)[:, None], "own_head/weight")
     bias = numpy_helper.from_array(np.array([ridge.bias], np.float32), "own_head/bias")
-    low, high = numpy_helper.from_array(np.array(0.0, np.float32), "own_head/low"), numpy_helper.from_array(np.array(100.0, np.float32), "own_head/high")
+    low, high = (
+        numpy_helper.from_array(np.array(0.0, np.float32), "own_head/low"),
+        numpy_helper.from_array(np.array(100.0, np.float32), "own_head/high"),
+    )
     axes = numpy_helper.from_array(np.array([1], np.int64), "own_head/axes")
     existing = {i.name for i in graph.initializer}
     graph.initializer.extend(i for i in (weight, bias, low, high, axes) if i.name not in existing)
-    graph.node.extend([
-        helper.make_node("MatMul", [FEATURES, "own_head/weight"], ["own_head/matmul"], name="own_head/MatMul"),
-        helper.make_node("Add", ["own_head/matmul", "own_head/bias"], ["own_head/add"], name="own_head/Add"),
-        helper.make_node("Squeeze", ["own_head/add", "own_head/axes"], ["own_head/squeeze"], name="own_head/Squeeze"),
-        helper.make_node("Clip", ["own_head/squeeze", "own_head/low", "own_head/high"], ["own_head/iqa"], name="own_head/Clip"),
-    ])
+    graph.node.extend(
+        [
+            helper.make_node("MatMul", [FEATURES, "own_head/weight"], ["own_head/matmul"], name="own_head/MatMul"),
+            helper.make_node("Add", ["own_head/matmul", "own_head/bias"], ["own_head/add"], name="own_head/Add"),
+            helper.make_node("Squeeze", ["own_head/add", "own_head/axes"], ["own_head/squeeze"], name="own_head/Squeeze"),
+            helper.make_node("Clip", ["own_head/squeeze", "own_head/low", "own_head/high"], ["own_head/iqa"], name="own_head/Clip"),
+        ]
+    )
     _iqa_unsqueeze(graph).input[0] = "own_head/iqa"
     # iqa_features stays an output, so a second fit on top of this package works the same way.
     _toposort(graph)
@@ -184,7 +193,9 @@ def splice_head(source: Path, ridge: Ridge, out: Path) -> Path:
     return out
 
 
-def write_own_package(source: Path, out: Path, ridge: Ridge | None, manifest_changes: dict, build: Callable[[Path, Path], None] | None = None) -> Path:
+def write_own_package(
+    source: Path, out: Path, ridge: Ridge | None, manifest_changes: dict, build: Callable[[Path, Path], None] | None = None
+) -> Path:
     """The new package in `out` (a new folder): every variant with the new iqa, manifest and card."""
     from perceptlite.package.manifest import write_package
 
@@ -210,23 +221,26 @@ def write_own_package(source: Path, out: Path, ridge: Ridge | None, manifest_cha
 
 def own_card(manifest: dict) -> str:
     iqa, cv = manifest["provenance"]["iqa"], manifest["fidelity"]["human_cross_validated"]
-    return "\n".join([
-        f"# {manifest['name']} {manifest['version']}",
-        "",
-        f"`iqa` fitted to {cv['photos']} ratings of your own ({iqa['trained_on']}).",
-        "",
-        "## Agreement with your ratings: cross-validated",
-        "",
-        f"{cv['how']}: SRCC {cv['srcc']:.3f}, PLCC {cv['plcc']:.3f}, mean absolute error {cv['mae']:.2f}.",
-        "",
-        f"- `iqa`: {iqa['what']}.",
-        f"- `iaa` and `ista`: unchanged from {iqa['base']}.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# {manifest['name']} {manifest['version']}",
+            "",
+            f"`iqa` fitted to {cv['photos']} ratings of your own ({iqa['trained_on']}).",
+            "",
+            "## Agreement with your ratings: cross-validated",
+            "",
+            f"{cv['how']}: SRCC {cv['srcc']:.3f}, PLCC {cv['plcc']:.3f}, mean absolute error {cv['mae']:.2f}.",
+            "",
+            f"- `iqa`: {iqa['what']}.",
+            f"- `iaa` and `ista`: unchanged from {iqa['base']}.",
+            "",
+        ]
+    )
 
 
-def fit_own_package(images: Path, table: Path, out: Path, base: Path, end_to_end: bool, work: Path, name: str | None,
-                    log: Callable[[str], None] = print) -> dict:
+def fit_own_package(
+    images: Path, table: Path, out: Path, base: Path, end_to_end: bool, work: Path, name: str | None, log: Callable[[str], None] = print
+) -> dict:
     """Read the ratings, cross-validate, fit on all of them, write the package; the cross-validated agreement."""
     ratings = read_ratings(images, table, warn=log)
     source = json.loads((base / "perceptlite.json").read_text())
@@ -246,8 +260,16 @@ def fit_own_package(images: Path, table: Path, out: Path, base: Path, end_to_end
     changes = {
         "name": name or f"{source['name']}-own",
         "description": f"{source['name']} with iqa fitted to your own ratings ({table.name})",
-        "provenance": {**source["provenance"], "iqa": {"what": what, "trained_on": f"{len(ratings)} rows of {table} (images in {images})", "base": base_name}},
-        "fidelity": {"human_cross_validated": {**cv, "how": f"{FOLDS}-fold cross-validation over your {len(ratings)} ratings, every choice made inside the training folds"}},
+        "provenance": {
+            **source["provenance"],
+            "iqa": {"what": what, "trained_on": f"{len(ratings)} rows of {table} (images in {images})", "base": base_name},
+        },
+        "fidelity": {
+            "human_cross_validated": {
+                **cv,
+                "how": f"{FOLDS}-fold cross-validation over your {len(ratings)} ratings, every choice made inside the training folds",
+            }
+        },
     }
     write_own_package(base, out, ridge, changes, build)
     return changes["fidelity"]["human_cross_validated"]

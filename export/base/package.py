@@ -49,7 +49,9 @@ def build_manifest(source: dict, summary: dict, train: dict, acceptance: dict, c
     """The new manifest: the source's contract and whole-view provenance, this recipe's iqa and numbers."""
     whole_view = dict(source.get("fidelity", {}).get("aesthetics_and_structure", {}))
     # A source that is itself a copy keeps naming the package the numbers were measured on.
-    whole_view.setdefault("measured_on", f"{source.get('name')} {source.get('version')}, whose whole view this package copies node for node")
+    whole_view.setdefault(
+        "measured_on", f"{source.get('name')} {source.get('version')}, whose whole view this package copies node for node"
+    )
     whole_view["difference_from_source"] = acceptance.get("whole_view_vs_source")
     return {
         "name": NAME,

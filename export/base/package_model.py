@@ -47,8 +47,14 @@ def export_crop_net(net: CropIqaNet, path: Path, crops: int = 3) -> Path:
     """CropIqaNet as ONNX: crops [batch, views, 3, S, S] -> iqa [batch] on 0-100, and the crop-pooled features it reads."""
     size = 224
     torch.onnx.export(
-        _ClampedIqa(net).eval(), (torch.zeros(1, crops, 3, size, size),), str(path), input_names=["crops"], output_names=["iqa", FEATURES],
-        dynamic_axes={"crops": {0: "batch", 1: "views"}, "iqa": {0: "batch"}, FEATURES: {0: "batch"}}, opset_version=17, dynamo=False,
+        _ClampedIqa(net).eval(),
+        (torch.zeros(1, crops, 3, size, size),),
+        str(path),
+        input_names=["crops"],
+        output_names=["iqa", FEATURES],
+        dynamic_axes={"crops": {0: "batch", 1: "views"}, "iqa": {0: "batch"}, FEATURES: {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
     )
     return path
 

@@ -25,10 +25,24 @@ LOMIRI = Path("/usr/share/backgrounds")
 # Photographs (not illustrations) among the wallpapers; the *_EVAL ones are kept for measuring.
 PLASMA_TRAIN = ("BytheWater", "ColdRipple", "DarkestHour", "OneStandsOut", "summer_1am", "Volna")
 PLASMA_EVAL = ("Path", "EveningGlow", "ColorfulCups", "Grey", "FallenLeaf", "Kite")
-LOMIRI_TRAIN = ("Bridge_by_Sander_Klootwijk", "Picture_0B_by_freespace", "aitzgorri_by_Aitzol_Berasategi", "free_by_Peter_Nerlich",
-                "greentock_by_Peter_Nerlich", "life_by_Aitzol_Berasategi", "sunset_by_Aitzol_Berasategi")
-LOMIRI_EVAL = ("Kleiber_by_Lukas_Baubkus", "Dragonfly_by_Bolly", "seeding_by_Clements_Engelhardt", "picosdeeuropa_by_Aitzol_Berasategi",
-               "friends_by_Aitzol_Berasategi", "Picture_1A_by_freespace", "Wine_by_Jakkub_Mede")
+LOMIRI_TRAIN = (
+    "Bridge_by_Sander_Klootwijk",
+    "Picture_0B_by_freespace",
+    "aitzgorri_by_Aitzol_Berasategi",
+    "free_by_Peter_Nerlich",
+    "greentock_by_Peter_Nerlich",
+    "life_by_Aitzol_Berasategi",
+    "sunset_by_Aitzol_Berasategi",
+)
+LOMIRI_EVAL = (
+    "Kleiber_by_Lukas_Baubkus",
+    "Dragonfly_by_Bolly",
+    "seeding_by_Clements_Engelhardt",
+    "picosdeeuropa_by_Aitzol_Berasategi",
+    "friends_by_Aitzol_Berasategi",
+    "Picture_1A_by_freespace",
+    "Wine_by_Jakkub_Mede",
+)
 CORPUS_DAMAGE_PHOTOS = 300  # corpus training photos that also give damaged crops (not held at the top)
 FOLDS = 5
 
