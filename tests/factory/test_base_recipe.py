@@ -52,8 +52,14 @@ def test_combined_graph_keeps_the_whole_view_and_takes_iqa_from_the_crop_network
 def _recipe(step: str, work: Path, out: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     where = ["--out", str(out)] if out else []
-    return subprocess.run([sys.executable, "-m", "export.base", step, "--smoke", "--work", str(work), *where],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "export.base", step, "--smoke", "--work", str(work), *where],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 def test_smoke_recipe_builds_a_package_the_runtime_scores_with(tmp_path, corpus_dir):
@@ -72,8 +78,14 @@ def test_smoke_recipe_builds_a_package_the_runtime_scores_with(tmp_path, corpus_
 
     photo = sorted((corpus_dir / "bsds500" / "val").glob("*.jpg"))[0]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    scored = subprocess.run([sys.executable, "-m", "perceptlite", "score", str(photo), "-m", str(out), "--json"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    scored = subprocess.run(
+        [sys.executable, "-m", "perceptlite", "score", str(photo), "-m", str(out), "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert scored.returncode == 0, scored.stderr
     record = json.loads(scored.stdout)[0]
     assert 0.0 <= record["iqa"] <= 100.0 and np.isfinite(record["iaa"])
@@ -90,8 +102,71 @@ def test_smoke_recipe_builds_a_package_the_runtime_scores_with(tmp_path, corpus_
 def test_a_checkpoint_from_other_settings_is_refused_in_one_line(tmp_path):
     work = tmp_path / "work"
     (work / "iqa").mkdir(parents=True)
-    torch.save({"signature": {"config": {}, "rated": [], "unrated": []}, "epoch": 1, "net": {}, "optimizer": {}, "history": []},
-               work / "iqa" / "checkpoint.pt")
+    torch.save(
+        {"signature": {"config": {}, "rated": [], "unrated": []}, "epoch": 1, "net": {}, "optimizer": {}, "history": []},
+        work / "iqa" / "checkpoint.pt",
+    )
     result = _recipe("iqa-train", work)
     assert result.returncode == 1
     assert "made with other photos or settings" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_own_ratings_fit_the_head_and_write_a_package_score_loads(tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    rows = ["file,score"]
+    for path, mos in rated_photos()[:12]:
+        (images / path.name).write_bytes(path.read_bytes())
+        rows.append(f"{path.name},{mos}")
+    rows += ["missing.jpg,50", f"{rated_photos()[0][0].name},not-a-number"]
+    table = tmp_path / "ratings.csv"
+    table.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "mine"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-m", "export.base", "own-ratings", str(images), str(table), "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "missing.jpg: no such file" in run.stderr and "is not a number; skipped" in run.stderr  # one line each, the run goes on
+    cv = json.loads(run.stdout)
+    assert cv["photos"] == 12 and -1.0 <= cv["srcc"] <= 1.0 and len(cv["ridge_alpha_per_fold"]) == 5
+
+    manifest = json.loads((out / "perceptlite.json").read_text())
+    assert manifest["name"] == "perceptlite-base-own" and manifest["fidelity"]["human_cross_validated"]["photos"] == 12
+    scored = subprocess.run(
+        [sys.executable, "-m", "perceptlite", "score", str(images), "-m", str(out), "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert scored.returncode == 0, scored.stderr
+    records = {Path(r["path"]).name: r for r in json.loads(scored.stdout)}
+    bundled = subprocess.run(
+        [sys.executable, "-m", "perceptlite", "score", str(images), "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    original = {Path(r["path"]).name: r for r in json.loads(bundled.stdout)}
+    assert all(0.0 <= r["iqa"] <= 100.0 for r in records.values())
+    assert any(abs(records[n]["iqa"] - original[n]["iqa"]) > 0.1 for n in records)  # iqa is the new head's
+    assert all(abs(records[n]["iaa"] - original[n]["iaa"]) < 1e-3 for n in records)  # the whole view is untouched
+
+    again = subprocess.run(
+        [sys.executable, "-m", "export.base", "own-ratings", str(images), str(table), "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert again.returncode == 1 and "not empty" in again.stderr  # an existing package is never replaced
