@@ -183,10 +183,11 @@ class Trainer:
         if not self.checkpoint.is_file():
             return 0, []
         state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
-        if state["signature"] != json.loads(json.dumps(self._signature())):
+        if json.loads(json.dumps(state["signature"])) != json.loads(json.dumps(self._signature())):  # tuples saved, lists compared
             raise TrainingError(f"{self.checkpoint}: made with other photos or settings; delete {self.folder} to start again")
         self.net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
+        self.log(f"  resuming {self.checkpoint} after epoch {state['epoch']}")
         return state["epoch"], [EpochLog(**h) for h in state["history"]]
 
     # -- training ---------------------------------------------------------------------------------
