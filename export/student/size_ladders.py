@@ -17,12 +17,15 @@ from PIL import Image, ImageFilter
 from scipy import ndimage
 
 
+# Each ladder starts at damage a careful viewer only just sees (JPEG quality 90, noise sigma 3): a head
+# that learnt quality from phone photos must still rank those below the clean photo.
 LADDER_LEVELS = {
-    "gaussian_noise": (5, 10, 20, 35, 55),  # sigma, 0-255 levels
-    "jpeg": (70, 50, 30, 20, 10),  # quality of a recompression
+    "gaussian_noise": (3, 6, 12, 24, 40),  # sigma, 0-255 levels
+    "jpeg": (90, 70, 50, 30, 10),  # quality of a recompression
     "resample": (2, 3, 4, 6, 8),  # down by this factor, then back up (bicubic)
     "gaussian_blur": (1.0, 2.0, 3.0, 5.0, 8.0),  # sigma, pixels
     "motion_blur": (5, 10, 20, 30, 45),  # length, pixels
+    "pixelate": (2, 3, 4, 6, 8),  # blocks of this many pixels (box down, nearest up)
 }
 LADDER_KINDS = tuple(LADDER_LEVELS)
 WORKING_SIZES = (500, 1000, 2000, 4000)  # long side, pixels
@@ -71,13 +74,51 @@ def _motion_blur(image: Image.Image, length: int, rng: np.random.Generator) -> I
     return back.crop((left, top, left + image.width, top + image.height))
 
 
+def _pixelate(image: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
+    small = (max(1, round(image.width / factor)), max(1, round(image.height / factor)))
+    return image.resize(small, Image.Resampling.BOX).resize(image.size, Image.Resampling.NEAREST)
+
+
+def _sensor_noise(image: Image.Image, sigma: float, rng: np.random.Generator) -> Image.Image:
+    # Photon (signal-dependent) plus read noise, stronger in the shadows' chroma, as a small sensor at high ISO:
+    # `sigma` is the standard deviation at mid grey, in 0-255 levels.
+    pixels = np.asarray(image, dtype=np.float32)
+    level = np.sqrt(np.clip(pixels, 0, 255) / 128.0 + 0.25) * sigma / np.sqrt(1.25)
+    luma = rng.normal(0.0, 1.0, pixels.shape[:2] + (1,)).astype(np.float32)
+    chroma = rng.normal(0.0, 0.5, pixels.shape).astype(np.float32)
+    return Image.fromarray(np.clip(np.rint(pixels + level * (luma + chroma)), 0, 255).astype(np.uint8), "RGB")
+
+
+def _defocus(image: Image.Image, radius: float, rng: np.random.Generator) -> Image.Image:
+    # A disc (pillbox) kernel: what an out-of-focus lens does, unlike a Gaussian's soft tail.
+    r = max(1, int(round(radius)))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = (xx * xx + yy * yy <= r * r).astype(np.float32)
+    disc /= disc.sum()
+    pixels = np.asarray(image, dtype=np.float32)
+    blurred = np.stack([ndimage.convolve(pixels[..., c], disc, mode="reflect") for c in range(3)], axis=-1)
+    return Image.fromarray(np.clip(np.rint(blurred), 0, 255).astype(np.uint8), "RGB")
+
+
 _APPLY: dict[str, Callable[[Image.Image, float, np.random.Generator], Image.Image]] = {
     "gaussian_noise": _noise,
     "jpeg": _jpeg,
     "resample": _resample,
     "gaussian_blur": _gaussian_blur,
     "motion_blur": _motion_blur,
+    "pixelate": _pixelate,
+    "sensor_noise": _sensor_noise,
+    "defocus": _defocus,
 }
+DAMAGE_KINDS = tuple(_APPLY)
+
+
+def damage(image: Image.Image, kind: str, amount: float, rng: np.random.Generator) -> Image.Image:
+    """`image` (RGB) with `kind` at `amount`, in the units of LADDER_LEVELS (sensor noise: sigma at mid grey;
+    defocus: disc radius in pixels); the noise and the motion direction come from `rng`."""
+    if kind not in _APPLY:
+        raise ValueError(f"unknown damage kind {kind!r}; choose one of {', '.join(DAMAGE_KINDS)}")
+    return _APPLY[kind](image.convert("RGB"), amount, rng)
 
 
 def ladder_image(image: Image.Image, kind: str, level: int, seed: str = "") -> Image.Image:
@@ -87,7 +128,7 @@ def ladder_image(image: Image.Image, kind: str, level: int, seed: str = "") -> I
     if level == 0:
         return image
     rng = np.random.default_rng(zlib.crc32(f"{seed}|{kind}|{level}".encode()))
-    return _APPLY[kind](image.convert("RGB"), LADDER_LEVELS[kind][level - 1], rng)
+    return damage(image, kind, LADDER_LEVELS[kind][level - 1], rng)
 
 
 def smooth_ladder_image(image: Image.Image, level: int) -> Image.Image:
