@@ -224,6 +224,7 @@ def build_manifest(config: dict[str, Any], checkpoint: Path, ids: list[int], var
             "size": [448, 448],
             "resize": "stretch",
             "interpolation": "bicubic",
+            "draft_factor": 1.0,  # no reduced-size decode: the gguf backend always decodes at full resolution
             "mean": IMAGENET_MEAN,
             "std": IMAGENET_STD,
         },

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from perceptlite.unipercept_prompts import AXIS_DESCRIPTIONS, RATING_TEMPLATE, VQA_TEMPLATE  # the one copy of the prompts
+from perceptlite.unipercept_prompts import AXIS_DESCRIPTIONS, RATING_TEMPLATE, VQA_TEMPLATE, vqa_answer  # the one copy of the prompts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -491,8 +491,9 @@ class ReferenceScorer:
         return self.tokenizer.decode(generated, skip_special_tokens=True).strip()
 
     def ask(self, image, question: str) -> str:
-        """UniPercept VQA: the first character of the greedy reply to the multiple-choice prompt ('' if empty)."""
-        return self.reply(image, vqa_prompt(question), max_new_tokens=4)[:1]
+        """UniPercept VQA as eval_vqa.py reads it: the first character of the greedy reply to the
+        multiple-choice prompt, upper-cased ('' if empty)."""
+        return vqa_answer(self.reply(image, vqa_prompt(question), max_new_tokens=4))
 
 
 def main(argv: list[str] | None = None) -> int:
