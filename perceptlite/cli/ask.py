@@ -29,8 +29,7 @@ from .options import exits_on_errors, model_options
     type=click.Choice(["generate", "logits"]),
     default="generate",
     show_default=True,
-    help="generate: the paper's read-out (greedy reply, first character upper-cased); "
-    "logits: the --choices letter with the highest logit.",
+    help="generate: the paper's read-out (greedy reply, first character upper-cased); logits: the --choices letter with the highest logit.",
 )
 @click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Longest free-form answer, in tokens.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
