@@ -155,7 +155,7 @@ def _is_tensor(value: Any) -> bool:
     return type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach")
 
 
-def _tensor_images(tensor: Any) -> list[np.ndarray]:
+def _tensor_images(tensor: Any) -> list[Image.Image | np.ndarray]:
     """A torch tensor -> HxWx3 uint8 arrays: float tensors are CHW / NCHW in [0, 1], uint8 ones HWC / NHWC."""
     import torch
 
