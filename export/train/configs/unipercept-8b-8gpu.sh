@@ -4,6 +4,9 @@
 #
 #   BASE=/models/InternVL3-8B DATA=/data RUN=/runs/unipercept bash export/train/configs/unipercept-8b-8gpu.sh
 #
+# Each rating file is mapped from its own scale (min=, max=) to 0-100: KonIQ and ISTA-10K are on 0-100,
+# ArtiMuse-10K on 0-10 (its labels span 1.0-9.78). A rating outside a file's declared range stops the run.
+#
 # Re-running the script after a crash or a kill resumes each stage from its newest step checkpoint.
 set -euo pipefail
 BASE=${BASE:?set BASE to the starting checkpoint folder (original InternVL layout)}
@@ -17,7 +20,7 @@ resume_flag() { [ -d "$1/checkpoints" ] && echo --resume || true; }
 # Global batch = 4 samples x 4 accumulation x 8 GPUs = 128 (the paper's batch size).
 "${LAUNCH[@]}" -m export.train.train --checkpoint "$BASE" --output "$RUN/stage1" $(resume_flag "$RUN/stage1") \
     --dataset json="$DATA/koniq_train.json",images="$DATA/koniq",axis=iqa,min=0,max=100 \
-    --dataset json="$DATA/artimuse_train.json",images="$DATA/artimuse",axis=iaa,min=0,max=100 \
+    --dataset json="$DATA/artimuse_train.json",images="$DATA/artimuse",axis=iaa,min=0,max=10 \
     --dataset json="$DATA/ista_train.json",images="$DATA/ista",axis=ista,min=0,max=100 \
     --dataset json="$DATA/perceptual_qa.json",images="$DATA/qa_images" \
     --train mlp1,llm --lr 1e-5 --warmup 100 --batch-size 4 --grad-accum 4 --steps 12500 \
@@ -28,7 +31,7 @@ resume_flag() { [ -d "$1/checkpoints" ] && echo --resume || true; }
 # 940 steps = 2 epochs over ~30K rating + ~30K VQA prompts.
 "${LAUNCH[@]}" -m export.train.grpo --checkpoint "$RUN/stage1" --output "$RUN/stage2" $(resume_flag "$RUN/stage2") \
     --dataset json="$DATA/koniq_train.json",images="$DATA/koniq",axis=iqa,min=0,max=100 \
-    --dataset json="$DATA/artimuse_train.json",images="$DATA/artimuse",axis=iaa,min=0,max=100 \
+    --dataset json="$DATA/artimuse_train.json",images="$DATA/artimuse",axis=iaa,min=0,max=10 \
     --dataset json="$DATA/ista_train.json",images="$DATA/ista",axis=ista,min=0,max=100 \
     --dataset json="$DATA/vqa_train.json",images="$DATA/vqa_images" \
     --train llm --lora-rank 64 --lr 1e-5 --batch-size 4 --grad-accum 4 --group-size 8 --beta 0.001 --clip 0.2 \
