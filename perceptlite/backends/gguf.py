@@ -21,7 +21,9 @@ from ..errors import DeviceError, ImageInferenceError
 from ..package.manifest import GgufSpec, ModelPackage, ModelPackageError
 from ..unipercept_prompts import VQA_TEMPLATE as VQA_INSTRUCTION  # UniPercept's multiple-choice instruction
 from ..unipercept_prompts import option_letters, vqa_answer
+from . import vision_probe
 from .base import DEVICES
+from .gguf_metadata import GgufMetadataError, read_gguf_metadata
 from .preprocess import Region
 
 INSTALL_HINT = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "perceptlite[gguf]"'
@@ -115,6 +117,7 @@ class GgufBackend:
         self._mtmd_ctx = self._load_projector(verbose)
         self._check_score_tokens()
         self._marker = self._mtmd.mtmd_default_marker().decode("utf-8")
+        self._closing_on_error(self._check_vision_probe)
         self._rating_suffixes = {axis: self._tokenize(self._question_tail(self._spec.rating_prompts[axis])) for axis in package.axes}
 
     # -- loading ---------------------------------------------------------------------------------
@@ -171,6 +174,39 @@ class GgufBackend:
         reason = (_logs.last_error if _logs else "") or (str(exc) if exc else "")
         reason = f" ({reason})" if reason else ""
         return f"{path}: llama.cpp cannot load this GGUF file{reason}; re-export or re-download the model package"
+
+    def _closing_on_error(self, check: Any) -> None:
+        try:
+            check()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_vision_probe(self) -> None:
+        """Refuse an mmproj whose position-embedding fix is not recorded, or that this llama.cpp does not
+        run as the export's reference did (its InternVL graph changed): the scores would drift silently."""
+        path = self.mmproj_path
+        try:
+            metadata = read_gguf_metadata(path)
+        except GgufMetadataError as exc:
+            raise ModelPackageError(str(exc)) from None
+        order, expected = metadata.get(vision_probe.POSITION_ORDER_KEY), metadata.get(vision_probe.PROBE_KEY)
+        if order != vision_probe.POSITION_ORDER or expected is None:
+            raise ModelPackageError(
+                f"{path}: no record of the InternVL position-embedding fix ({vision_probe.POSITION_ORDER_KEY}); "
+                "re-export the package with python -m export.unipercept.gguf"
+            )
+        pixels = vision_probe.probe_pixels(self.image_size)
+        agreement = vision_probe.compare_sketches(vision_probe.feature_sketch(self.image_embeddings(pixels)), expected)
+        if not agreement.holds:
+            tested = metadata.get(vision_probe.LLAMA_CPP_KEY, "?")
+            raise ModelPackageError(
+                f"{path}: llama.cpp (llama-cpp-python {getattr(self._llama_cpp, '__version__', '?')}) does not reproduce "
+                f"the image features recorded at export (probe correlation {agreement.correlation:.4f}, relative error "
+                f"{agreement.relative_error:.3f}); its InternVL graph is not the one the position fix was made for "
+                f"(llama-cpp-python {tested}): install that version or re-export"
+            )
+        self.probe_agreement = agreement
 
     def _check_score_tokens(self) -> None:
         vocab_size = self._llama.n_vocab()
