@@ -12,11 +12,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.train import grpo, train  # noqa: E402
+from export.train import grpo, rewards, train  # noqa: E402
 from test_train_grpo import toy_task  # noqa: E402,F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "export" / "train" / "configs" / "unipercept-8b-8gpu.sh"
+PAPER_NOTES = REPO / "docs" / "unipercept.md"
 
 
 def _launches(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -107,3 +108,20 @@ def test_group_loss_follows_the_chosen_objective(unipercept_tiny_checkpoint: Pat
     assert float(losses["grpo"]) == pytest.approx(-float(rollout.advantages.mean()), abs=1e-5)
     assert float(losses["eq3"]) == pytest.approx(-float((rollout.rewards * rollout.advantages).mean()), abs=1e-5)
     assert float(losses["eq3"]) < -1e-3
+
+
+def test_the_docs_quote_the_reward_the_code_computes() -> None:
+    """docs/unipercept.md's Fig. 6 examples (from the paper) are what rewards.rating_reward gives, and its
+    Table 5 row "All" is the one that names all three axes, as perceptlite.reward weighs them by default."""
+    import re
+
+    from perceptlite import reward
+
+    notes = PAPER_NOTES.read_text()
+    examples = re.findall(r"(\d+) -> (?:reward )?(0\.\d{3})", notes.split("### The rating reward")[1].split("###")[0])
+    assert [int(e) for e, _ in examples] == [5, 10, 20, 50]
+    for error, value in examples:
+        assert rewards.rating_reward(50.0 + int(error), 50.0) == pytest.approx(float(value), abs=5e-4)
+    assert "| w/ UniPercept reward (All) | 22.67 | 10.93 | 4.33 | 6.19 | 65.52 | 74.24 | 77.04 | 59.08 |" in notes
+    assert set(reward.DEFAULT_WEIGHTS) == {"iaa", "iqa", "ista"}
+    assert "S_ISTA = min(S_ISTA, 100)" in notes and "Eq. 2" in notes and "Table 1" in notes
