@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PerceptliteError", "ModelNotFoundError", "DeviceError", "ModelPackageError"]
+__all__ = ["PerceptliteError", "ModelNotFoundError", "DeviceError", "ModelPackageError", "ImageInferenceError"]
 
 
 class PerceptliteError(Exception):
@@ -19,6 +19,11 @@ class ModelNotFoundError(PerceptliteError):
 
 class DeviceError(PerceptliteError):
     """The asked ``--device`` has no execution provider in this ONNX Runtime."""
+
+
+class ImageInferenceError(PerceptliteError):
+    """The model could not score one image (a runtime failure or a failed health check): that
+    image gets an error record and the run goes on."""
 
 
 def one_line(error: BaseException | str, limit: int = 200) -> str:

@@ -27,7 +27,7 @@ from PIL import Image
 
 from .backends.base import Backend
 from .backends.preprocess import input_bytes
-from .errors import one_line
+from .errors import ImageInferenceError, one_line
 from .images.decode import (
     DEFAULT_MAX_PIXELS,
     DecodedImage,
@@ -62,7 +62,7 @@ class _Prepared:
     width: int
     height: int
     tensor: Any
-    scores: dict[str, float] | None = None  # set when a worker already ran the model
+    scores: dict[str, float] | str | None = None  # set when a worker already ran the model; str: why it failed
 
 
 def default_jobs() -> int:
@@ -124,7 +124,7 @@ def prepare_and_infer(
     """prepare_item, then the model on this one image (in the worker's thread)."""
     outcome = prepare_item(backend, item, max_pixels, cache)
     if isinstance(outcome, _Prepared):
-        outcome.scores = _infer(backend, [outcome.tensor], infer_gate)[0]
+        outcome.scores = _infer_each(backend, [outcome.tensor], infer_gate)[0]
         outcome.tensor = None  # its memory is not needed while it waits for its turn in the output
     return outcome
 
@@ -176,7 +176,7 @@ NOT_A_NUMBER = "the model's output for this image is not a number (NaN or Infini
 
 def score_group(backend: Backend, group: list, cache: ResultCache | None, infer_gate: InferGate | None) -> Iterator[ScoreResult]:
     prepared = [entry for entry in group if isinstance(entry, _Prepared) and entry.scores is None]
-    scores = _infer(backend, [p.tensor for p in prepared], infer_gate) if prepared else []
+    scores = _infer_each(backend, [p.tensor for p in prepared], infer_gate) if prepared else []
     for entry, axes in zip(prepared, scores):
         entry.scores = axes
     for entry in group:
@@ -184,6 +184,9 @@ def score_group(backend: Backend, group: list, cache: ResultCache | None, infer_
             yield entry
             continue
         axes = entry.scores
+        if isinstance(axes, str):
+            yield error_result(entry.path, axes, entry.width, entry.height)  # never cached
+            continue
         if not all(math.isfinite(value) for value in axes.values()):
             yield error_result(entry.path, NOT_A_NUMBER, entry.width, entry.height)  # never cached
             continue
@@ -191,6 +194,17 @@ def score_group(backend: Backend, group: list, cache: ResultCache | None, infer_
         if cache is not None and result.path is not None:
             cache.store(result)
         yield result
+
+
+def _infer_each(backend: Backend, tensors: list, infer_gate: InferGate | None) -> list[dict[str, float] | str]:
+    """backend.infer, where an image the model cannot score (ImageInferenceError) gives its reason
+    instead of scores; a failed batch is retried one image at a time to find which one failed."""
+    try:
+        return list(_infer(backend, tensors, infer_gate))
+    except ImageInferenceError as exc:
+        if len(tensors) == 1:
+            return [one_line(exc)]
+    return [outcome for tensor in tensors for outcome in _infer_each(backend, [tensor], infer_gate)]
 
 
 def _infer(backend: Backend, tensors: list, infer_gate: InferGate | None) -> list[dict[str, float]]:

@@ -1,5 +1,7 @@
 """UniPercept's prompt strings, byte for byte: the one copy the runtime and the factory (export/) both import."""
 
+import re
+
 AXIS_DESCRIPTIONS = {"iaa": "aesthetics", "iqa": "quality", "ista": "structure and texture richness"}
 
 # UniPercept's rating instruction, byte for byte (including its "73-ec, 74-ed" slip).
@@ -15,3 +17,16 @@ VQA_TEMPLATE = (
     "Given the image and the following multiple-choice question, choose the best answer. Only reply with the "
     "letter (A, B, C, or D).\n\nQuestion:\n\n{question}"
 )
+
+# An option line of a multiple-choice question: "A. ...", "B) ...", "C: ..." at the start of a line.
+_OPTION_LINE = re.compile(r"^\s*([A-Z])\s*[.):]", re.MULTILINE)
+
+
+def option_letters(question: str) -> str:
+    """The option letters a multiple-choice question lists, in order ('' when it lists none)."""
+    return "".join(dict.fromkeys(_OPTION_LINE.findall(question)))
+
+
+def vqa_answer(reply: str) -> str:
+    """UniPercept's VQA read-out (eval_vqa.py): the first character of the stripped reply, upper-cased."""
+    return reply.strip().upper()[:1]

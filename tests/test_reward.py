@@ -51,7 +51,7 @@ def test_blur_lowers_a_quality_reward(photos):
 
 def test_failed_images_and_bad_weights(reward):
     empty = np.zeros((0, 10, 3), np.uint8)
-    assert reward([empty]).tolist() == [0.0]  # an image with no pixels has no scores
+    assert np.isnan(reward([empty])).tolist() == [True]  # an image with no pixels has no scores
     with pytest.raises(ValueError, match="unknown axis"):
         PerceptualReward({"beauty": 1.0}, PACKAGE)
     with pytest.raises(ValueError, match="non-zero"):

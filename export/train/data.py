@@ -84,8 +84,12 @@ def _rating_samples(spec: DatasetSpec, records: list[dict]) -> list[Sample]:
     high = spec.high if spec.high is not None else max(scores)
     if high <= low:
         raise ValueError(f"{spec.json}: score range {low}..{high} is empty; pass min= and max=")
-    return [Sample(spec.images / r["image"], "rating", axis=spec.axis,
-                   target=min(100.0, max(0.0, (score - low) / (high - low) * 100.0)))
+    seen_low, seen_high = min(scores), max(scores)
+    if seen_low < low or seen_high > high:
+        # A rating outside the declared scale means the scale is wrong (e.g. max=100 for a 0-10 file); clipping would hide it.
+        raise ValueError(f"{spec.json}: ratings span {seen_low:g}..{seen_high:g}, outside the declared "
+                         f"min={low:g}..max={high:g}; pass the file's own scale as min= and max=")
+    return [Sample(spec.images / r["image"], "rating", axis=spec.axis, target=(score - low) / (high - low) * 100.0)
             for r, score in zip(records, scores)]
 
 

@@ -43,7 +43,7 @@ class TrainOptions:
     lr: float = 1e-5
     weight_decay: float = 0.0
     warmup: int = 50
-    sigma: float = 2.0
+    sigma: float = 0.0  # stage 1's rating target: 0 = one-hot on the score token, as the paper trains
     train: tuple[str, ...] = ("mlp1", "llm")
     lora_rank: int = 0
     lora_alpha: int | None = None

@@ -37,6 +37,22 @@ from export.train.rewards import (
 )
 from export.train.train import add_common_arguments, common_options
 
+OBJECTIVES = ("grpo", "eq3")
+
+
+def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, rewards: torch.Tensor, clip: float, objective: str = "grpo") -> torch.Tensor:
+    """Per-token PPO surrogate, (G, T) from ratio (G, T) and per-answer advantages and rewards (G,).
+
+    "grpo": min(rho A, clip(rho, 1 - eps, 1 + eps) A), the GRPO objective of VLM-R1, which UniPercept adapted.
+    "eq3": the paper's Eq. 3 as printed (Sec. 4.2), the same multiplied by the answer's reward r_i, so an answer
+    with reward 0 contributes nothing whatever its advantage.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r} (use {' or '.join(OBJECTIVES)})")
+    advantages = advantages[:, None]
+    surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip, 1 + clip) * advantages)
+    return surrogate * rewards[:, None] if objective == "eq3" else surrogate
+
 
 @dataclass
 class GrpoSettings:
@@ -48,6 +64,7 @@ class GrpoSettings:
     sigma_0: float = SIGMA_0
     alpha: float = ALPHA
     format_weight: float = 0.5
+    objective: str = "grpo"  # or "eq3": the paper's Eq. 3 as printed (surrogate x r_i)
 
 
 @dataclass
@@ -157,8 +174,7 @@ class TaskAlignedRL:
         settings = self.settings
         new = self._answer_log_probs(engine.policy, rollout)
         ratio = torch.exp(new - rollout.old_log_probs)
-        advantages = rollout.advantages[:, None]
-        surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1 - settings.clip, 1 + settings.clip) * advantages)
+        surrogate = clipped_surrogate(ratio, rollout.advantages, rollout.rewards.to(ratio.device), settings.clip, settings.objective)
         per_token = -surrogate
         kl = torch.zeros_like(new)
         if rollout.reference_log_probs is not None:
@@ -192,7 +208,7 @@ def run_grpo(options: TrainOptions, settings: GrpoSettings) -> Path:
     return engine.run(TaskAlignedRL(settings))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export.train.grpo", description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     parser.set_defaults(batch_size=1, grad_accum=8, warmup=0, lr=1e-6)
@@ -205,11 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigma-0", type=float, default=SIGMA_0, help="rating reward: base width in score points")
     parser.add_argument("--alpha", type=float, default=ALPHA, help="rating reward: how fast the width grows with the error")
     parser.add_argument("--format-weight", type=float, default=0.5, help="weight of the format reward on free-text answers")
-    args = parser.parse_args(argv)
+    parser.add_argument("--objective", choices=OBJECTIVES, default="grpo",
+                        help="grpo: the standard clipped surrogate; eq3: the paper's Eq. 3 as printed (surrogate x reward)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         options = common_options(args, updates_per_step=args.updates_per_step)
         settings = GrpoSettings(args.group_size, args.beta, args.clip, args.temperature, args.max_new_tokens,
-                                args.sigma_0, args.alpha, args.format_weight)
+                                args.sigma_0, args.alpha, args.format_weight, args.objective)
         if settings.group_size < 2:
             raise ValueError("--group-size must be at least 2: advantages are relative to the group")
         run_grpo(options, settings)

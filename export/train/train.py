@@ -8,8 +8,9 @@
 Every sample is asked exactly as UniPercept asks it (export/unipercept/reference.py): rating samples with the rating
 prompt of their axis, multiple-choice questions with UniPercept's VQA instruction, free questions as InternVL's
 chat() asks them. The loss is on answer tokens only: for a rating, the cross-entropy at the answer position
-between the model's distribution and a discretised Gaussian over the 101 score tokens around the target
-(`--sigma`; 0 = one-hot); for a question, the cross-entropy of the answer's tokens and the closing <|im_end|>.
+between the model's distribution and the target's score token (the paper's VR-based QA pairs, Sec. 4.1: the answer
+is the two-letter token of the rounded score; `--sigma S` instead spreads it as a discretised Gaussian of S points
+over the 101 score tokens, the project's soft option); for a question, the cross-entropy of the answer's tokens and the closing <|im_end|>.
 Checkpoints (RUN/checkpoints/step-N/, and the final model in RUN/) are complete checkpoint folders in the
 original layout. See export/train/README.md.
 """
@@ -144,11 +145,17 @@ def common_options(args: argparse.Namespace, **extra) -> TrainOptions:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export.train.train", description=__doc__.splitlines()[0])
     add_common_arguments(parser)
-    parser.add_argument("--sigma", type=float, default=2.0, help="rating soft-label width in score points (0 = one-hot)")
-    args = parser.parse_args(argv)
+    # Default 0: a rating's answer is its score token (UniPercept's VR-based QA pairs, paper Sec. 4.1).
+    parser.add_argument("--sigma", type=float, default=0.0,
+                        help="rating target: 0 = the score's own token (the paper's); S > 0 = Gaussian soft label of S points")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         run_training(common_options(args, sigma=args.sigma))
     except (OSError, ValueError, ImportError) as error:

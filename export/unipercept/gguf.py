@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from perceptlite.backends import vision_probe
 from perceptlite.package.manifest import AXES, sha256_file, write_package
 
 from . import llama_cpp_source, reference as unipercept
@@ -181,6 +182,60 @@ def put_cls_position_last(mmproj: Path) -> None:
     del reader
 
 
+def reference_probe_sketch(checkpoint: Path) -> np.ndarray:
+    """The probe image's feature sketch as InternViT + pixel shuffle + mlp1 compute it (torch, float32)."""
+    import torch
+    from PIL import Image
+
+    encoder = unipercept.load_image_encoder(checkpoint)
+    with torch.inference_mode():
+        features = encoder.extract_feature(unipercept.preprocess(Image.fromarray(vision_probe.probe_pixels())))
+    return vision_probe.feature_sketch(features[0].float().numpy())
+
+
+def record_position_fix(mmproj: Path, checkpoint: Path) -> None:
+    """Write into the mmproj what the runtime verifies at load: the row order of the position embeddings,
+    the probe's reference sketch and the llama-cpp-python the rotation was made for."""
+    gguf = llama_cpp_source.import_gguf()
+    sketch = reference_probe_sketch(checkpoint).astype(np.float32)
+    string, array, float32 = gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.FLOAT32
+    rewrite_gguf_metadata(mmproj, {
+        vision_probe.POSITION_ORDER_KEY: (vision_probe.POSITION_ORDER, string, None),
+        vision_probe.PROBE_KEY: ([float(v) for v in sketch], array, float32),
+        vision_probe.LLAMA_CPP_KEY: (llama_cpp_source.LLAMA_CPP_PYTHON_VERSION, string, None),
+    })  # fmt: skip
+
+
+def rewrite_gguf_metadata(path: Path, entries: dict[str, tuple[Any, Any, Any]], remove: tuple[str, ...] = ()) -> None:
+    """Rewrite a GGUF file with `entries` (key -> (value, GGUFValueType, array item type or None)) set and the
+    `remove` keys dropped; tensors are copied unchanged (as gguf-py's gguf_new_metadata.py does)."""
+    gguf = llama_cpp_source.import_gguf()
+    reader = gguf.GGUFReader(str(path))
+    partial = path.with_name(path.name + ".partial")
+    architecture = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    writer = gguf.GGUFWriter(str(partial), arch=architecture, endianess=reader.endianess)
+    alignment = reader.fields.get(gguf.Keys.General.ALIGNMENT)
+    if alignment is not None:
+        writer.data_alignment = alignment.contents()
+    for field in reader.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF.") or field.name in entries or field.name in remove:
+            continue
+        value_type = field.types[0]
+        writer.add_key_value(field.name, field.contents(), value_type, sub_type=field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None)
+    for key, (value, value_type, item_type) in entries.items():
+        writer.add_key_value(key, value, value_type, sub_type=item_type)
+    for tensor in reader.tensors:
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+    writer.close()
+    del reader
+    os.replace(partial, path)
+
+
 def read_gguf_metadata(path: Path) -> dict[str, Any]:
     """Scalar/string metadata of a GGUF file (arrays left out), read with the pinned gguf-py."""
     gguf = llama_cpp_source.import_gguf()
@@ -224,6 +279,7 @@ def build_manifest(config: dict[str, Any], checkpoint: Path, ids: list[int], var
             "size": [448, 448],
             "resize": "stretch",
             "interpolation": "bicubic",
+            "draft_factor": 1.0,  # no reduced-size decode: the gguf backend always decodes at full resolution
             "mean": IMAGENET_MEAN,
             "std": IMAGENET_STD,
         },
@@ -247,6 +303,7 @@ def build_manifest(config: dict[str, Any], checkpoint: Path, ids: list[int], var
             "rating_prompts": {axis: unipercept.rating_prompt(axis) for axis in AXES},
             "score_token_ids": ids,
             "image_size": 448,
+            # Also in the mmproj's own metadata, with the probe the runtime checks at load (vision_probe.py).
             "position_embedding_order": "patches, then CLS (matches llama.cpp's InternVL graph)",
             "llm_architecture": (config["llm_config"].get("architectures") or ["?"])[0],
         },
@@ -272,7 +329,7 @@ UniPercept checkpoint `{source}` converted for llama.cpp (perceptlite's `gguf` b
 |---|---|
 {rows}
 
-Fidelity against the reference scorer is measured by `tests/test_gguf_parity.py` and
+Fidelity against the reference scorer is measured by `tests/backends/test_gguf_parity.py` and
 `bench/bench_gguf.py`; see docs/gguf.md.
 """
 
@@ -299,6 +356,7 @@ def convert(checkpoint: Path, out_dir: Path, variants: list[str], default: str, 
             run_converter(overlay, f16, checkpoint.name, mmproj=False)
             run_converter(overlay, staging / MMPROJ_FILE, checkpoint.name, mmproj=True)
         put_cls_position_last(staging / MMPROJ_FILE)
+        record_position_fix(staging / MMPROJ_FILE, checkpoint)
         check_converted(staging, ids)
         for variant in variants:
             if variant != "f16":

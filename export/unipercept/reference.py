@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from perceptlite.unipercept_prompts import AXIS_DESCRIPTIONS, RATING_TEMPLATE, VQA_TEMPLATE  # the one copy of the prompts
+from perceptlite.unipercept_prompts import AXIS_DESCRIPTIONS, RATING_TEMPLATE, VQA_TEMPLATE, vqa_answer  # the one copy of the prompts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -315,8 +315,8 @@ def system_message(checkpoint_dir: str | Path) -> str:
     return read_config(checkpoint_dir).get("system_message") or DEFAULT_SYSTEM_MESSAGE
 
 
-def _load_state_dict(checkpoint_dir: Path, dtype: torch.dtype) -> dict:
-    from safetensors.torch import load_file
+def _load_state_dict(checkpoint_dir: Path, dtype: torch.dtype, prefixes: tuple[str, ...] = ("",)) -> dict:
+    from safetensors import safe_open
 
     index = checkpoint_dir / "model.safetensors.index.json"
     if index.is_file():
@@ -328,8 +328,27 @@ def _load_state_dict(checkpoint_dir: Path, dtype: torch.dtype) -> dict:
         raise FileNotFoundError(f"{checkpoint_dir / missing[0]}: weight file not found; the checkpoint is incomplete")
     state = {}
     for name in files:
-        state.update({k: v.to(dtype) for k, v in load_file(str(checkpoint_dir / name)).items()})
+        with safe_open(str(checkpoint_dir / name), framework="pt") as weights:
+            state.update({k: weights.get_tensor(k).to(dtype) for k in weights.keys() if k.startswith(prefixes)})
     return state
+
+
+IMAGE_HALF = ("vision_model.", "mlp1.")
+
+
+def load_image_encoder(checkpoint_dir: str | Path, dtype: torch.dtype = torch.float32) -> InternVLChat:
+    """InternVLChat with only its image half loaded (InternViT and mlp1; the language model stays on the meta
+    device, unallocated): ``extract_feature`` works, at the memory cost of the 0.3B vision tower alone.
+    Uses this port even for a checkpoint that carries its own code (same weight names, same computation)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    state = _load_state_dict(checkpoint_dir, dtype, IMAGE_HALF)
+    with torch.device("meta"):
+        model = InternVLChat(read_config(checkpoint_dir))
+    result = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if k.startswith(IMAGE_HALF)]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{checkpoint_dir}: image weights do not match config.json (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+    return model.eval()
 
 
 class CheckpointCodeRefused(ValueError):
@@ -491,8 +510,9 @@ class ReferenceScorer:
         return self.tokenizer.decode(generated, skip_special_tokens=True).strip()
 
     def ask(self, image, question: str) -> str:
-        """UniPercept VQA: the first character of the greedy reply to the multiple-choice prompt ('' if empty)."""
-        return self.reply(image, vqa_prompt(question), max_new_tokens=4)[:1]
+        """UniPercept VQA as eval_vqa.py reads it: the first character of the greedy reply to the
+        multiple-choice prompt, upper-cased ('' if empty)."""
+        return vqa_answer(self.reply(image, vqa_prompt(question), max_new_tokens=4))
 
 
 def main(argv: list[str] | None = None) -> int:

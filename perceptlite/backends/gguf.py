@@ -17,16 +17,21 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import DeviceError
+from ..errors import DeviceError, ImageInferenceError
 from ..package.manifest import GgufSpec, ModelPackage, ModelPackageError
 from ..unipercept_prompts import VQA_TEMPLATE as VQA_INSTRUCTION  # UniPercept's multiple-choice instruction
+from ..unipercept_prompts import option_letters, vqa_answer
+from . import vision_probe
 from .devices import DEVICES
-from .preprocess import Region, draft_size
+from .gguf_metadata import GgufMetadataError, read_gguf_metadata
+from .preprocess import Region
 
 INSTALL_HINT = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "perceptlite[gguf]"'
 CHAT_TEMPLATE = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 CONTEXT_TOKENS = 2048
 BATCH_TOKENS = 512
+VQA_PROTOCOLS = ("generate", "logits")
+VQA_REPLY_TOKENS = 4  # the read-out keeps one character
 _GGML_LOG_LEVEL_ERROR = 4  # enum ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
 
 
@@ -74,12 +79,15 @@ def gpu_offload_available() -> bool:
 class GgufBackend:
     """Score images with a gguf model package through llama.cpp (one image at a time).
 
-    Its input contract: JPEGs may be draft-decoded as the manifest's ``input`` allows
-    (``draft_size``); ``prepare(image, region)`` resizes the picture to the projector's square.
+    Its input contract is UniPercept's own preprocessing: every image is decoded at full resolution
+    (``draft_size`` None: no JPEG draft decode, no box reduce, whatever the manifest's ``input``
+    says), then ``prepare`` resizes it to the projector's square, bicubic, in one step.
     """
 
     batch_size = 1
     parallel_runs = 1  # one llama.cpp context
+    # UniPercept resizes the full-resolution image; a draft decode would change the 448x448 pixels.
+    draft_size: int | None = None
 
     def __init__(
         self,
@@ -93,12 +101,15 @@ class GgufBackend:
         if package.gguf is None:
             raise ModelPackageError(f"{package.path}: a gguf package needs a 'gguf' section in its manifest")
         self._spec: GgufSpec = package.gguf
-        self.draft_size = draft_size(package.input)
         self._llama_cpp, self._mtmd = import_llama_cpp()
         assert _logs is not None
         _logs.verbose = verbose
         self.image_size = self._spec.image_size
         self.score_token_ids = np.asarray(self._spec.score_token_ids, dtype=np.int64)
+        # Health check: the share of the softmax (whole vocabulary) that falls on the 101 score tokens,
+        # per axis for the last image rated, and the lowest seen since the backend was opened.
+        self.score_mass: dict[str, float] = {}
+        self.lowest_score_mass: float | None = None
         self.offload = self._choose_offload(device)
         self.model_path = package.variant_file(variant)
         self.mmproj_path = package.open_file(self._spec.mmproj)
@@ -106,6 +117,7 @@ class GgufBackend:
         self._mtmd_ctx = self._load_projector(verbose)
         self._check_score_tokens()
         self._marker = self._mtmd.mtmd_default_marker().decode("utf-8")
+        self._closing_on_error(self._check_vision_probe)
         self._rating_suffixes = {axis: self._tokenize(self._question_tail(self._spec.rating_prompts[axis])) for axis in package.axes}
 
     # -- loading ---------------------------------------------------------------------------------
@@ -163,6 +175,39 @@ class GgufBackend:
         reason = f" ({reason})" if reason else ""
         return f"{path}: llama.cpp cannot load this GGUF file{reason}; re-export or re-download the model package"
 
+    def _closing_on_error(self, check: Any) -> None:
+        try:
+            check()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_vision_probe(self) -> None:
+        """Refuse an mmproj whose position-embedding fix is not recorded, or that this llama.cpp does not
+        run as the export's reference did (its InternVL graph changed): the scores would drift silently."""
+        path = self.mmproj_path
+        try:
+            metadata = read_gguf_metadata(path)
+        except GgufMetadataError as exc:
+            raise ModelPackageError(str(exc)) from None
+        order, expected = metadata.get(vision_probe.POSITION_ORDER_KEY), metadata.get(vision_probe.PROBE_KEY)
+        if order != vision_probe.POSITION_ORDER or expected is None:
+            raise ModelPackageError(
+                f"{path}: no record of the InternVL position-embedding fix ({vision_probe.POSITION_ORDER_KEY}); "
+                "re-export the package with python -m export.unipercept.gguf"
+            )
+        pixels = vision_probe.probe_pixels(self.image_size)
+        agreement = vision_probe.compare_sketches(vision_probe.feature_sketch(self.image_embeddings(pixels)), expected)
+        if not agreement.holds:
+            tested = metadata.get(vision_probe.LLAMA_CPP_KEY, "?")
+            raise ModelPackageError(
+                f"{path}: llama.cpp (llama-cpp-python {getattr(self._llama_cpp, '__version__', '?')}) does not reproduce "
+                f"the image features recorded at export (probe correlation {agreement.correlation:.4f}, relative error "
+                f"{agreement.relative_error:.3f}); its InternVL graph is not the one the position fix was made for "
+                f"(llama-cpp-python {tested}): install that version or re-export"
+            )
+        self.probe_agreement = agreement
+
     def _check_score_tokens(self) -> None:
         vocab_size = self._llama.n_vocab()
         if int(self.score_token_ids.max()) >= vocab_size:
@@ -203,14 +248,38 @@ class GgufBackend:
         return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8))
 
     def infer(self, batch: Sequence[np.ndarray]) -> list[dict[str, float]]:
-        return [self.rate(pixels) for pixels in batch]
+        """Scores per prepared image; raises ImageInferenceError for an image llama.cpp cannot
+        evaluate or whose score-token mass is below the package's floor (the pipeline then gives
+        that image an error record and goes on)."""
+        return [self._checked_rate(pixels) for pixels in batch]
+
+    def _checked_rate(self, pixels: np.ndarray) -> dict[str, float]:
+        try:
+            scores = self.rate(pixels)
+        except RuntimeError as exc:  # llama.cpp / mtmd failed on this image; the context stays usable
+            raise ImageInferenceError(f"llama.cpp could not score this image ({exc})") from None
+        axis, mass = min(self.score_mass.items(), key=lambda item: item[1])
+        if mass < self._spec.min_score_mass:
+            raise ImageInferenceError(
+                f"the model puts only {mass:.3g} of its probability on the 101 score tokens ({axis}), "
+                f"below the package's min_score_mass {self._spec.min_score_mass:g}; no scores"
+            )
+        return scores
 
     # -- rating ----------------------------------------------------------------------------------
 
     def rate(self, pixels: np.ndarray, axes: Sequence[str] | None = None) -> dict[str, float]:
-        """Scores 0-100 for one prepared image; the image prefix is evaluated once for all axes."""
+        """Scores 0-100 for one prepared image; the image prefix is evaluated once for all axes.
+        Sets ``score_mass`` (per axis) as a health check."""
         prefix = self._eval_image_prefix(pixels)
-        return {axis: expected_score(self._score_logits_after(prefix, self._rating_suffixes[axis])) for axis in (axes or self.package.axes)}
+        scores, self.score_mass = {}, {}
+        for axis in axes or self.package.axes:
+            logits = self._last_logits_after(prefix, self._rating_suffixes[axis])
+            scores[axis] = expected_score(logits[self.score_token_ids].astype(np.float64))
+            self.score_mass[axis] = score_token_mass(logits, self.score_token_ids)
+        lowest = min(self.score_mass.values())
+        self.lowest_score_mass = lowest if self.lowest_score_mass is None else min(lowest, self.lowest_score_mass)
+        return scores
 
     def score_token_logits(self, pixels: np.ndarray, axis: str) -> np.ndarray:
         """The 101 score-token logits (scores 0..100) at the last position of one rating prompt."""
@@ -325,19 +394,40 @@ class GgufBackend:
             logits = self._last_logits()
         return self._llama.detokenize(answer).decode("utf-8", "replace").strip()
 
-    def choose(self, pixels: np.ndarray, question: str, letters: str = "ABCD") -> str:
-        """UniPercept's multiple-choice answer: the option letter the model puts first."""
+    def choose(self, pixels: np.ndarray, question: str, letters: str | None = None, protocol: str = "generate") -> str:
+        """UniPercept's multiple-choice answer to `question` (its options on lines "A. ...").
+
+        ``protocol="generate"`` (the default) is the paper's evaluation (eval_vqa.py): a short greedy
+        reply to the VQA prompt, its first character upper-cased (which may be no option letter at all).
+        ``protocol="logits"``: the option letter with the highest logit at the first answer position,
+        among those the question lists (and `letters` allows; ABCD when it lists none), never anything else.
+        """
+        prompt = VQA_INSTRUCTION.format(question=question)
+        if protocol == "generate":
+            return vqa_answer(self.ask(pixels, prompt, max_tokens=VQA_REPLY_TOKENS))
+        if protocol != "logits":
+            raise ValueError(f"unknown VQA protocol {protocol!r} (use {' or '.join(VQA_PROTOCOLS)})")
+        listed = option_letters(question) or "ABCD"
+        allowed = "".join(letter for letter in listed if letter in (letters or listed))
+        if not allowed:
+            raise ValueError(f"none of the letters {letters} is an option of this question ({listed})")
         prefix = self._eval_image_prefix(pixels)
-        prompt = "\n" + VQA_INSTRUCTION.format(question=question)  # "<image>\n" + question, as InternVL chat()
-        logits = self._last_logits_after(prefix, self._tokenize(self._question_tail(prompt)))
-        letter_ids = [self._single_token(letter) for letter in letters]
-        return letters[int(np.argmax(logits[letter_ids]))]
+        logits = self._last_logits_after(prefix, self._tokenize(self._question_tail("\n" + prompt)))  # "<image>\n" + question
+        letter_ids = [self._single_token(letter) for letter in allowed]
+        return allowed[int(np.argmax(logits[letter_ids]))]
 
     def _single_token(self, text: str) -> int:
         ids = self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
         if len(ids) != 1:
             raise ValueError(f"{text!r} is not a single token of this model's vocabulary")
         return ids[0]
+
+
+def score_token_mass(logits: np.ndarray, score_token_ids: np.ndarray) -> float:
+    """The softmax probability (over the whole vocabulary) that falls on the score tokens."""
+    logits = np.asarray(logits, dtype=np.float64)
+    weights = np.exp(logits - logits.max())
+    return float(weights[score_token_ids].sum() / weights.sum())
 
 
 def expected_score(score_logits: np.ndarray) -> float:

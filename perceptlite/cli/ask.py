@@ -22,7 +22,14 @@ from .options import exits_on_errors, model_options
     "choices",
     default=None,
     metavar="LETTERS",
-    help="Multiple choice: use UniPercept's VQA prompt and answer with one of these letters, e.g. ABCD.",
+    help="Multiple choice: use UniPercept's VQA prompt; with --vqa-protocol logits, answer with one of these letters, e.g. ABCD.",
+)
+@click.option(
+    "--vqa-protocol",
+    type=click.Choice(["generate", "logits"]),
+    default="generate",
+    show_default=True,
+    help="generate: the paper's read-out (greedy reply, first character upper-cased); logits: the --choices letter with the highest logit.",
 )
 @click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Longest free-form answer, in tokens.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
@@ -35,6 +42,7 @@ def command(
     device: str,
     threads: int | None,
     choices: str | None,
+    vqa_protocol: str,
     max_tokens: int,
     verbose: bool,
 ) -> None:
@@ -47,7 +55,10 @@ def command(
     with GgufBackend(package, device=device, threads=threads, variant=variant, verbose=verbose) as backend:
         pixels = backend.prepare(_decode(image))
         if choices:
-            answer = backend.choose(pixels, question, _letters(choices))
+            try:
+                answer = backend.choose(pixels, question, _letters(choices), protocol=vqa_protocol)
+            except ValueError as exc:  # --choices names no option the question lists
+                raise PerceptliteError(f"--choices {choices!r}: {exc}") from None
         else:
             answer = backend.ask(pixels, question, max_tokens=max_tokens)
     click.echo(answer)

@@ -89,6 +89,9 @@ class GgufSpec:
     rating_prompts: dict[str, str]  # axis -> UniPercept's rating question
     score_token_ids: tuple[int, ...]  # the 101 token ids of aa..ey (scores 0..100)
     image_size: int = 448
+    # Health check: an image whose softmax mass on the 101 score tokens (over the whole vocabulary)
+    # falls below this, for any axis, gets an error record instead of scores. 0: no floor.
+    min_score_mass: float = 0.0
 
 
 @dataclass
@@ -275,7 +278,9 @@ def _parse_gguf(raw: Any, files: dict[str, Any], axes: tuple[str, ...], where: P
     _require(not missing, where, f"'gguf.rating_prompts' has no question for {', '.join(missing)}")
     image_size = raw.get("image_size", 448)
     _require(_is_int(image_size) and image_size > 0, where, "'gguf.image_size' must be a positive whole number")
-    return GgufSpec(raw["mmproj"], raw["system_message"], dict(prompts), tuple(ids), image_size)
+    floor = _number(raw.get("min_score_mass", 0.0), where, "gguf.min_score_mass")
+    _require(0.0 <= floor <= 1.0, where, f"'gguf.min_score_mass' must lie in 0..1, not {floor:g}")
+    return GgufSpec(raw["mmproj"], raw["system_message"], dict(prompts), tuple(ids), image_size, floor)
 
 
 def _is_int(value: Any) -> bool:
