@@ -119,7 +119,11 @@ def _normalised(weights: Mapping[str, float]) -> dict[str, float]:
     for axis, weight in weights.items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)):
             raise ValueError(f"weight of {axis} must be a number, not {weight!r}")
-        if not math.isfinite(weight) or abs(weight) > MAX_WEIGHT:
+        try:
+            finite = math.isfinite(weight)
+        except OverflowError:  # an int beyond float range
+            finite = False
+        if not finite or abs(weight) > MAX_WEIGHT:
             raise ValueError(f"weight of {axis} must be a finite number of magnitude at most {MAX_WEIGHT:g}, not {weight!r}")
     total = sum(abs(float(w)) for w in weights.values())
     if not total:
@@ -132,6 +136,8 @@ def as_images(images: Iterable[ImageLike] | ImageLike) -> list[Image.Image | np.
     if _is_tensor(images):
         return _tensor_images(images)
     if isinstance(images, np.ndarray):
+        if images.ndim not in (2, 3, 4):
+            raise ValueError(f"an array must be one HxW / HxWx3 image or an NxHxWx3 batch, not shape {images.shape}")
         if images.ndim == 4:
             return [_uint8(image) for image in images]
         return [_uint8(images)]  # one HxWx3 / HxW array is one image, not H images
