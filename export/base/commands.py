@@ -208,7 +208,7 @@ def training_record(work: Path) -> dict:
     checkpoint = work / "iqa" / "checkpoint.pt"
     if not checkpoint.is_file():
         raise PackageError(f"{checkpoint}: missing; run `python -m export.base iqa-train` first")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     signature, history = state["signature"], state["history"]
     return {
         "rated_photos": len(signature["rated"]),

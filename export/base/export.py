@@ -24,7 +24,7 @@ class ExportError(RuntimeError):
 def load_trained(checkpoint: Path):
     if not checkpoint.is_file():
         raise ExportError(f"{checkpoint}: missing; run `python -m export.base iqa-train` first")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     net = imagenet_crop_net(state["signature"]["config"]["frozen_blocks"])
     net.load_state_dict(state["net"])
     return net.eval()

@@ -182,7 +182,7 @@ class Trainer:
     def _resume(self, optimizer: torch.optim.Optimizer) -> tuple[int, list[EpochLog]]:
         if not self.checkpoint.is_file():
             return 0, []
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
         if json.loads(json.dumps(state["signature"])) != json.loads(json.dumps(self._signature())):  # tuples saved, lists compared
             raise TrainingError(f"{self.checkpoint}: made with other photos or settings; delete {self.folder} to start again")
         self.net.load_state_dict(state["net"])
@@ -260,7 +260,7 @@ class Trainer:
             self._probe()
         steps_per_epoch = max(1, len(self.rated) // c.photos_per_step)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + np.cos(np.pi * min(1.0, step / (c.epochs * steps_per_epoch))))
+            optimizer, lambda step: float(0.5 * (1 + np.cos(np.pi * min(1.0, step / (c.epochs * steps_per_epoch)))))
         )
         for _ in range(done * steps_per_epoch):
             schedule.step()

@@ -83,7 +83,7 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     cache_ladder_features(session, [("dev/one", photos[0][0], None), ("big@600", big, 600)], work / "ladders")
     assert len(list((work / "ladders").glob("*.npz"))) == 2
     fit = fit_iqa_head(work)
-    assert fit["ladder_steps"] == 2 * 5 * 5 and fit["train_images"] + fit["heldout_images"] == 15
+    assert fit["ladder_steps"] == 2 * len(LADDER_KINDS) * 5 and fit["train_images"] + fit["heldout_images"] == 15
     ordinary = tmp_path / "ordinary"
     ordinary.mkdir()
     for path in sorted((corpus_dir / "bsds500" / "val").glob("*.jpg"))[:8]:
