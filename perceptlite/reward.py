@@ -162,17 +162,17 @@ def _is_tensor(value: Any) -> bool:
 
 
 def _tensor_images(tensor: Any) -> list[Image.Image | np.ndarray]:
-    """A torch tensor -> HxWx3 uint8 arrays: float tensors are CHW / NCHW in [0, 1], uint8 ones HWC / NHWC."""
-    import torch
+    """A torch tensor -> HxWx3 uint8 arrays: float tensors are CHW / NCHW in [0, 1], uint8 ones HWC / NHWC.
 
+    Only the tensor's own methods are used, so the runtime never imports torch itself."""
     tensor = tensor.detach().cpu()
     if tensor.ndim not in (3, 4):
         raise ValueError(f"expected a CHW / NCHW float or HWC / NHWC uint8 tensor, got shape {tuple(tensor.shape)}")
     batch = tensor if tensor.ndim == 4 else tensor.unsqueeze(0)
-    if batch.dtype == torch.uint8:
+    if str(batch.dtype) == "torch.uint8":
         return list(batch.numpy())
     if not batch.is_floating_point():
         raise ValueError(f"expected a float (0-1) or uint8 tensor, got {batch.dtype}")
-    pixels = batch.float().nan_to_num(0.0).clamp(0.0, 1.0).mul(255.0).add(0.5).to(torch.uint8)
+    pixels = batch.float().nan_to_num(0.0).clamp(0.0, 1.0).mul(255.0).add(0.5).byte()
     hwc = pixels.permute(0, 2, 3, 1).contiguous().numpy()
     return [image[:, :, 0] if image.shape[2] == 1 else image for image in hwc]  # one channel: gray

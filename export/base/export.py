@@ -32,16 +32,9 @@ def load_trained(checkpoint: Path):
 
 def runtime_inputs(paths: Sequence[Path]) -> list[dict[str, np.ndarray]]:
     """Each image's inputs, prepared exactly as the runtime prepares them."""
-    from export.student.quality_model import input_spec
-    from perceptlite.backends.preprocess import prepare_crops, prepare_pixels
-    from perceptlite.images.decode import decode_file
+    from export.student.quality_export import model_inputs
 
-    spec = input_spec()
-    items = []
-    for path in paths:
-        image = decode_file(path).image
-        items.append({"pixels": prepare_pixels(image, spec), "crops": prepare_crops(image, spec)})
-    return items
+    return [model_inputs(path) for path in paths]
 
 
 def export_package_files(work: Path, source: Path, calibration: Sequence[tuple[Path, float]]) -> dict:
