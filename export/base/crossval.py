@@ -18,7 +18,7 @@ import numpy as np
 
 from perceptlite.datasets.metrics import agreement, plcc
 
-from .iqa_training import RatedPhoto, Trainer, TrainingConfig, UnratedPhoto, _load, predict
+from .iqa_training import CROP_LAYOUTS, RatedPhoto, Trainer, TrainingConfig, UnratedPhoto, _load, predict
 from .photos import FOLDS, fold_of
 
 
@@ -33,6 +33,7 @@ def cross_validate(
     """Train and measure every fold (resuming what `folder` holds); the pooled and per-fold agreement."""
     folder.mkdir(parents=True, exist_ok=True)
     predictions: dict[str, float] = {}
+    layout_predictions: dict[str, dict[str, float]] = {}
     per_fold = {}
     for fold in range(folds):
         out = folder / f"fold-{fold}.json"
@@ -42,8 +43,15 @@ def cross_validate(
             started = time.time()
             log(f"fold {fold + 1}/{folds}: training on {len(train)} photos, measuring on {len(test)}")
             net = Trainer(train, unrated, config, folder / f"fold-{fold}", log=log).fit()
-            scores = predict(net, [_load(p.path) for p in test])
-            record = {"seconds": round(time.time() - started), "predictions": {p.path.name: float(s) for p, s in zip(test, scores)}}
+            images = [_load(p.path) for p in test]
+            scores = predict(net, images)
+            seconds = round(time.time() - started)
+            layouts = {name: [float(s) for s in predict(net, images, cells=cells)] for name, cells in CROP_LAYOUTS.items()}
+            record = {
+                "seconds": seconds,
+                "predictions": {p.path.name: float(s) for p, s in zip(test, scores)},
+                "layouts": {name: dict(zip((p.path.name for p in test), values)) for name, values in layouts.items()},
+            }
             partial = out.with_name(out.name + ".partial")
             partial.write_text(json.dumps(record, indent=1))
             partial.replace(out)
@@ -51,6 +59,8 @@ def cross_validate(
         fold_scores = record["predictions"]
         per_fold[fold] = _summary(fold_scores, test) | {"seconds": record["seconds"]}
         predictions |= fold_scores
+        for name, values in record.get("layouts", {}).items():
+            layout_predictions.setdefault(name, {}).update(values)
         log(f"fold {fold + 1}/{folds}: {per_fold[fold]}")
     pooled = _summary(predictions, rated)
     summary = {
@@ -59,6 +69,8 @@ def cross_validate(
         "pooled": pooled,
         "per_fold": per_fold,
         "mean_of_folds": {k: round(float(np.mean([f[k] for f in per_fold.values()])), 4) for k in ("srcc", "plcc", "mae")},
+        # Not a choice: the package's layout is fixed; these show what other crop counts would give.
+        "crop_layouts": {name: _summary(values, rated) for name, values in layout_predictions.items()},
         "config": asdict(config),
         "unrated_photos": len(unrated),
     }

@@ -5,8 +5,9 @@ Each fine-tuning step sees three things, and the loss has one term for each:
              L1 to its mean opinion score, plus a hinge on every pair of them that people ordered
   damage     random crops of unrated photos stored at 500-4,000 px, clean and with two strengths of one
              synthetic damage (or a mixture): clean > faint > strong, by a margin
-  clean      the clean crops of professional photographs are held at the top of the scale: a hinge
-             below `clean_floor` (shallow depth of field, sky and smooth surfaces are not defects)
+  clean      clean crops of professional photographs, `clean_per_step` of them at random stored sizes plus
+             those of damage sources that are professional, are held at the top of the scale: a hinge
+             below `clean_floor` (shallow depth of field, sky and smooth surfaces are not defects, at any size)
 Every photo list, seed and setting is in `TrainingConfig`; the epoch's state is checkpointed so a killed
 run resumes where it stopped.
 """
@@ -41,17 +42,18 @@ class UnratedPhoto:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 6
+    epochs: int = 7
     photos_per_step: int = 8
     crops_per_photo: int = 1
     damage_per_step: int = 4
+    clean_per_step: int = 2
     frozen_blocks: int = 3
     backbone_lr: float = 1e-4
     head_lr: float = 1e-5
     weight_decay: float = 1e-4
     pair_weight: float = 0.5  # the people's pairwise hinge, relative to L1
     damage_weight: float = 1.0
-    clean_weight: float = 0.5
+    clean_weight: float = 1.0
     damage_margin: float = 2.0  # points between clean, faint and strong damage
     pair_margin: float = 0.0
     min_mos_gap: float = 5.0  # pairs of rated photos closer than this are not ranked
@@ -227,15 +229,32 @@ class Trainer:
                 triplets.append(damaged_views(sources[index], size, [damage_at(kinds, faint), damage_at(kinds, strong)], rng))
                 professional.append(self.unrated[index].professional)
         damage = torch.from_numpy(np.stack(triplets)) if triplets else torch.zeros((0, 3, 3, 224, 224))
-        return torch.from_numpy(people), torch.from_numpy(mos), damage, torch.tensor(professional, dtype=torch.bool)
+        return torch.from_numpy(people), torch.from_numpy(mos), damage, torch.tensor(professional, dtype=torch.bool), self._clean_views(rng)
+
+    def _clean_views(self, rng: np.random.Generator) -> torch.Tensor:
+        """`clean_per_step` clean crops of professional photos at random stored sizes: [K, 3, 224, 224].
+
+        Without them a professional photo is drawn as a damage source about once in 25 steps."""
+        c = self.config
+        picks = [i for i, p in enumerate(self.unrated) if p.professional]
+        if not picks or not c.clean_per_step:
+            return torch.zeros((0, 3, 224, 224))
+        sources = self.unrated_images()
+        views = [
+            damaged_views(sources[picks[int(rng.integers(len(picks)))]], int(rng.choice(c.stored_sizes)), [], rng)[0]
+            for _ in range(c.clean_per_step)
+        ]
+        return torch.from_numpy(np.stack(views))
 
     def _loss(
-        self, people: torch.Tensor, mos: torch.Tensor, damage: torch.Tensor, professional: torch.Tensor
+        self, people: torch.Tensor, mos: torch.Tensor, damage: torch.Tensor, professional: torch.Tensor, clean_views: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
         count = people.shape[0]
-        views = torch.cat([people.flatten(0, 1), damage.flatten(0, 1)])
+        views = torch.cat([people.flatten(0, 1), damage.flatten(0, 1), clean_views])
         features = self.net.block_features(views)
+        clean_scores = self.net.score_features(features[len(views) - len(clean_views) :])
+        features = features[: len(views) - len(clean_views)]
         people_features = features[: count * people.shape[1]].reshape(count, people.shape[1], -1).mean(dim=1)
         pred = self.net.score_features(people_features)
         l1, pairs = _people_terms(pred, mos, c)
@@ -246,9 +265,13 @@ class Trainer:
             ranking = (
                 torch.relu(c.damage_margin - (scores[:, 0] - scores[:, 1])) + torch.relu(c.damage_margin - (scores[:, 1] - scores[:, 2]))
             ).mean()
-            clean = torch.relu(c.clean_floor - scores[professional, 0]).mean() if professional.any() else scores.new_zeros(())
-            loss = loss + c.damage_weight * ranking + c.clean_weight * clean
-            terms |= {"damage": ranking.item(), "clean": clean.item()}
+            loss = loss + c.damage_weight * ranking
+            terms["damage"] = ranking.item()
+            clean_scores = torch.cat([clean_scores, scores[professional, 0]])
+        if clean_scores.numel():
+            clean = torch.relu(c.clean_floor - clean_scores).mean()
+            loss = loss + c.clean_weight * clean
+            terms["clean"] = clean.item()
         return loss, terms
 
     def fit(self) -> CropIqaNet:
@@ -289,12 +312,26 @@ class Trainer:
         return self.net.eval()
 
 
-def predict(net: CropIqaNet, images: Sequence[Image.Image], batch: int = 8) -> np.ndarray:
-    """iqa of each photo through the runtime's own crops (perceptlite.backends.preprocess.prepare_crops)."""
+# Other crop layouts the cross-validation also scores (3x3 grid cells), to show what fewer or more crops cost.
+CROP_LAYOUTS: dict[str, tuple[tuple[int, int], ...]] = {
+    "centre": ((1, 1),),
+    "middle-two": ((1, 0), (1, 2)),
+    "middle-row": ((1, 0), (1, 1), (1, 2)),
+    "grid-3x3": tuple((r, c) for r in range(3) for c in range(3)),
+}
+
+
+def predict(net: CropIqaNet, images: Sequence[Image.Image], batch: int = 8, cells: tuple[tuple[int, int], ...] | None = None) -> np.ndarray:
+    """iqa of each photo through the runtime's own crops (perceptlite.backends.preprocess.prepare_crops);
+    `cells`: other cells of the package's crop grid than its own."""
+    from dataclasses import replace
+
     from export.student.quality_model import input_spec
     from perceptlite.backends.preprocess import prepare_crops
 
     spec = input_spec()
+    if cells is not None:
+        spec = replace(spec, crops=replace(spec.crops, cells=cells))
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch):
