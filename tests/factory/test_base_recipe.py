@@ -126,6 +126,32 @@ def test_clean_professional_crops_come_every_step_and_are_held_at_the_top(tmp_pa
     assert no_clean._step_batch(rng, np.arange(8), 0)[-1].shape[0] == 0  # no professional photos: no clean crops
 
 
+def test_a_killed_cross_validation_resumes_at_the_fold_it_was_in(tmp_path):
+    import signal
+    import time
+
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "export.base", "iqa-cv", "--smoke", "--work", str(work)]
+    run = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_fold = work / "iqa-cv" / "fold-0.json"
+    deadline = time.time() + 900
+    while not first_fold.is_file() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert first_fold.is_file(), "the first fold never finished"
+    run.send_signal(signal.SIGKILL)  # no chance to clean up: whatever is on disk is all a rerun gets
+    run.wait(timeout=60)
+    if (work / "iqa-cv" / "summary.json").is_file():
+        pytest.skip("the run finished before it could be killed")
+    stamp = first_fold.stat().st_mtime_ns
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "fold 1/2: training" not in again.stderr and "fold 2/2: training" in again.stderr  # only the unfinished fold trains
+    assert first_fold.stat().st_mtime_ns == stamp
+    assert json.loads((work / "iqa-cv" / "summary.json").read_text())["photos"] == 16
+    assert not list((work / "iqa-cv").glob("*.partial"))
+
+
 def test_a_checkpoint_from_other_settings_is_refused_in_one_line(tmp_path):
     work = tmp_path / "work"
     (work / "iqa").mkdir(parents=True)
