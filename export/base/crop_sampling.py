@@ -31,7 +31,7 @@ DAMAGE_RANGES: dict[str, tuple[float, float]] = {
     "resample": (1.6, 8.0),
     "gaussian_blur": (0.6, 8.0),
     "defocus": (1.0, 8.0),
-    "motion_blur": (3.0, 64.0),  # beyond the ladders' 45 px, so the heaviest blur still ranks below the next
+    "motion_blur": (3.0, 40.0),
 }
 MIXTURE_SHARE = 0.25  # share of damaged crops that get two kinds in a row (a blurred photo, then compressed)
 

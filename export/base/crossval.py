@@ -44,17 +44,16 @@ def cross_validate(
             log(f"fold {fold + 1}/{folds}: training on {len(train)} photos, measuring on {len(test)}")
             net = Trainer(train, unrated, config, folder / f"fold-{fold}", log=log).fit()
             images = [_load(p.path) for p in test]
-            scores = predict(net, images)
-            seconds = round(time.time() - started)
-            layouts = {name: [float(s) for s in predict(net, images, cells=cells)] for name, cells in CROP_LAYOUTS.items()}
             record = {
-                "seconds": seconds,
-                "predictions": {p.path.name: float(s) for p, s in zip(test, scores)},
-                "layouts": {name: dict(zip((p.path.name for p in test), values)) for name, values in layouts.items()},
+                "seconds": round(time.time() - started),
+                "predictions": dict(zip((p.path.name for p in test), map(float, predict(net, images)))),
+                "layouts": _layouts(net, test, images),
             }
-            partial = out.with_name(out.name + ".partial")
-            partial.write_text(json.dumps(record, indent=1))
-            partial.replace(out)
+            _write(out, record)
+        elif "layouts" not in json.loads(out.read_text()):
+            # A fold measured before the layouts were: its finished checkpoint scores them, nothing retrains.
+            net = Trainer(train, unrated, config, folder / f"fold-{fold}", log=log).fit()
+            _write(out, json.loads(out.read_text()) | {"layouts": _layouts(net, test, [_load(p.path) for p in test])})
         record = json.loads(out.read_text())
         fold_scores = record["predictions"]
         per_fold[fold] = _summary(fold_scores, test) | {"seconds": record["seconds"]}
@@ -76,6 +75,18 @@ def cross_validate(
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _layouts(net, photos: Sequence[RatedPhoto], images: list) -> dict[str, dict[str, float]]:
+    """Each photo's iqa through each of CROP_LAYOUTS."""
+    names = [p.path.name for p in photos]
+    return {name: dict(zip(names, map(float, predict(net, images, cells=cells)))) for name, cells in CROP_LAYOUTS.items()}
+
+
+def _write(out: Path, record: dict) -> None:
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(record, indent=1))
+    partial.replace(out)
 
 
 def _summary(predictions: dict[str, float], photos: Sequence[RatedPhoto]) -> dict:

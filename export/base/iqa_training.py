@@ -5,9 +5,8 @@ Each fine-tuning step sees three things, and the loss has one term for each:
              L1 to its mean opinion score, plus a hinge on every pair of them that people ordered
   damage     random crops of unrated photos stored at 500-4,000 px, clean and with two strengths of one
              synthetic damage (or a mixture): clean > faint > strong, by a margin
-  clean      clean crops of professional photographs, `clean_per_step` of them at random stored sizes plus
-             those of damage sources that are professional, are held at the top of the scale: a hinge
-             below `clean_floor` (shallow depth of field, sky and smooth surfaces are not defects, at any size)
+  clean      the clean crops of professional photographs are held at the top of the scale: a hinge
+             below `clean_floor` (shallow depth of field, sky and smooth surfaces are not defects)
 Every photo list, seed and setting is in `TrainingConfig`; the epoch's state is checkpointed so a killed
 run resumes where it stopped.
 """
@@ -16,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,18 +42,17 @@ class UnratedPhoto:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 7
+    epochs: int = 6
     photos_per_step: int = 8
     crops_per_photo: int = 1
     damage_per_step: int = 4
-    clean_per_step: int = 2
     frozen_blocks: int = 3
     backbone_lr: float = 1e-4
     head_lr: float = 1e-5
     weight_decay: float = 1e-4
     pair_weight: float = 0.5  # the people's pairwise hinge, relative to L1
     damage_weight: float = 1.0
-    clean_weight: float = 1.0
+    clean_weight: float = 0.5
     damage_margin: float = 2.0  # points between clean, faint and strong damage
     pair_margin: float = 0.0
     min_mos_gap: float = 5.0  # pairs of rated photos closer than this are not ranked
@@ -229,32 +228,15 @@ class Trainer:
                 triplets.append(damaged_views(sources[index], size, [damage_at(kinds, faint), damage_at(kinds, strong)], rng))
                 professional.append(self.unrated[index].professional)
         damage = torch.from_numpy(np.stack(triplets)) if triplets else torch.zeros((0, 3, 3, 224, 224))
-        return torch.from_numpy(people), torch.from_numpy(mos), damage, torch.tensor(professional, dtype=torch.bool), self._clean_views(rng)
-
-    def _clean_views(self, rng: np.random.Generator) -> torch.Tensor:
-        """`clean_per_step` clean crops of professional photos at random stored sizes: [K, 3, 224, 224].
-
-        Without them a professional photo is drawn as a damage source about once in 25 steps."""
-        c = self.config
-        picks = [i for i, p in enumerate(self.unrated) if p.professional]
-        if not picks or not c.clean_per_step:
-            return torch.zeros((0, 3, 224, 224))
-        sources = self.unrated_images()
-        views = [
-            damaged_views(sources[picks[int(rng.integers(len(picks)))]], int(rng.choice(c.stored_sizes)), [], rng)[0]
-            for _ in range(c.clean_per_step)
-        ]
-        return torch.from_numpy(np.stack(views))
+        return torch.from_numpy(people), torch.from_numpy(mos), damage, torch.tensor(professional, dtype=torch.bool)
 
     def _loss(
-        self, people: torch.Tensor, mos: torch.Tensor, damage: torch.Tensor, professional: torch.Tensor, clean_views: torch.Tensor
+        self, people: torch.Tensor, mos: torch.Tensor, damage: torch.Tensor, professional: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
         count = people.shape[0]
-        views = torch.cat([people.flatten(0, 1), damage.flatten(0, 1), clean_views])
+        views = torch.cat([people.flatten(0, 1), damage.flatten(0, 1)])
         features = self.net.block_features(views)
-        clean_scores = self.net.score_features(features[len(views) - len(clean_views) :])
-        features = features[: len(views) - len(clean_views)]
         people_features = features[: count * people.shape[1]].reshape(count, people.shape[1], -1).mean(dim=1)
         pred = self.net.score_features(people_features)
         l1, pairs = _people_terms(pred, mos, c)
@@ -265,13 +247,9 @@ class Trainer:
             ranking = (
                 torch.relu(c.damage_margin - (scores[:, 0] - scores[:, 1])) + torch.relu(c.damage_margin - (scores[:, 1] - scores[:, 2]))
             ).mean()
-            loss = loss + c.damage_weight * ranking
-            terms["damage"] = ranking.item()
-            clean_scores = torch.cat([clean_scores, scores[professional, 0]])
-        if clean_scores.numel():
-            clean = torch.relu(c.clean_floor - clean_scores).mean()
-            loss = loss + c.clean_weight * clean
-            terms["clean"] = clean.item()
+            clean = torch.relu(c.clean_floor - scores[professional, 0]).mean() if professional.any() else scores.new_zeros(())
+            loss = loss + c.damage_weight * ranking + c.clean_weight * clean
+            terms |= {"damage": ranking.item(), "clean": clean.item()}
         return loss, terms
 
     def fit(self) -> CropIqaNet:
@@ -285,8 +263,11 @@ class Trainer:
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: float(0.5 * (1 + np.cos(np.pi * min(1.0, step / (c.epochs * steps_per_epoch)))))
         )
-        for _ in range(done * steps_per_epoch):
-            schedule.step()
+        with warnings.catch_warnings():
+            # Fast-forwarding a resumed run's schedule steps it before this run's first optimizer step, on purpose.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before `optimizer.step()`")
+            for _ in range(done * steps_per_epoch):
+                schedule.step()
         for epoch in range(done, c.epochs):
             rng = np.random.default_rng([c.seed, epoch])
             torch.manual_seed(c.seed * 1000 + epoch)

@@ -3,8 +3,7 @@
 People's ratings: ../shared/human/clive-dev (600 phone photos with mean opinion scores). Unrated photos for
 synthetic damage: the corpus's training split and Debian's wallpaper photos. Clean professional photographs
 (Debian's plasma-workspace-wallpapers and lomiri-wallpapers) are split by name: the ones in
-`*_EVAL` are only ever measured on, never trained on. The nature photographs of Debian's mate-backgrounds
-(macro shots with shallow depth of field) only train.
+`CLEAN_EVAL_*` are only ever measured on, never trained on.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ HUMAN = SHARED / "human" / "clive-dev"
 CORPUS = SHARED / "corpus"
 PLASMA = Path("/usr/share/wallpapers")
 LOMIRI = Path("/usr/share/backgrounds")
-MATE = Path("/usr/share/backgrounds/mate/nature")
 
 # Photographs (not illustrations) among the wallpapers; the *_EVAL ones are kept for measuring.
 PLASMA_TRAIN = ("BytheWater", "ColdRipple", "DarkestHour", "OneStandsOut", "summer_1am", "Volna")
@@ -45,8 +43,6 @@ LOMIRI_EVAL = (
     "Picture_1A_by_freespace",
     "Wine_by_Jakkub_Mede",
 )
-# mate-backgrounds' nature photographs, all for training; Storm is left out: its motion blur is deliberate.
-MATE_TRAIN = ("Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops", "TwoWings", "Wood", "YellowFlower")
 CORPUS_DAMAGE_PHOTOS = 300  # corpus training photos that also give damaged crops (not held at the top)
 FOLDS = 5
 
@@ -90,15 +86,8 @@ def lomiri_photo(name: str) -> Path:
     return path
 
 
-def mate_photo(name: str) -> Path:
-    path = MATE / f"{name}.jpg"
-    if not path.is_file():
-        raise PhotoSetError(f"{path}: missing (apt-get install mate-backgrounds)")
-    return path
-
-
 def professional_training_photos() -> list[Path]:
-    return [plasma_photo(n) for n in PLASMA_TRAIN] + [lomiri_photo(n) for n in LOMIRI_TRAIN] + [mate_photo(n) for n in MATE_TRAIN]
+    return [plasma_photo(n) for n in PLASMA_TRAIN] + [lomiri_photo(n) for n in LOMIRI_TRAIN]
 
 
 def professional_eval_photos() -> list[Path]:

@@ -101,31 +101,6 @@ def test_smoke_recipe_builds_a_package_the_runtime_scores_with(tmp_path, corpus_
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
-def test_clean_professional_crops_come_every_step_and_are_held_at_the_top(tmp_path):
-    from export.base.iqa_training import RatedPhoto, Trainer, TrainingConfig, UnratedPhoto
-    from export.base.photos import CORPUS, PhotoSetError, professional_training_photos
-
-    try:
-        professional = professional_training_photos()[0]
-    except PhotoSetError as exc:
-        pytest.skip(str(exc))
-    rated = [RatedPhoto(path, mos) for path, mos in rated_photos()[:8]]
-    corpus = sorted((CORPUS / "bsds500").glob("*/*.jpg"))[:1]
-    config = TrainingConfig(clean_per_step=3, damage_per_step=0, clean_floor=101.0, stored_sizes=(500, 4000))
-    trainer = Trainer(rated, [UnratedPhoto(professional, True), UnratedPhoto(corpus[0], False)], config, tmp_path)
-    rng = np.random.default_rng(0)
-    batch = trainer._step_batch(rng, np.arange(8), 0)
-    assert batch[-1].shape == (3, 3, 224, 224)  # the clean crops, beside the people's and the damage triplets
-    trainer.net.eval()  # batch norm on its running statistics: a crop scores the same in any batch
-    with torch.no_grad():
-        loss, terms = trainer._loss(*batch)
-        scores = trainer.net.score_features(trainer.net.block_features(batch[-1]))
-    # Nothing scores 101, so every clean crop is below the floor: the term is their mean shortfall.
-    assert terms["clean"] == pytest.approx(float((101.0 - scores).mean()), abs=1e-3) and terms["clean"] > 0
-    no_clean = Trainer(rated, [UnratedPhoto(corpus[0], False)], config, tmp_path / "none")
-    assert no_clean._step_batch(rng, np.arange(8), 0)[-1].shape[0] == 0  # no professional photos: no clean crops
-
-
 def test_a_killed_cross_validation_resumes_at_the_fold_it_was_in(tmp_path):
     import signal
     import time
