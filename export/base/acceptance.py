@@ -3,7 +3,9 @@
 - `ladders`: per kind and size, the mean over held-out professional photos of Spearman(damage level, iqa);
 - `clean`: those photos' clean iqa at 500 px, 1,000 px and their own size, and how far one photo moves;
 - `variants`: int8 against fp32 on every axis;
-- `whole_view`: iaa and ista against the source package (the recipe copies the whole view unchanged).
+- `whole_view`: iaa and ista against the source package (the recipe copies the whole view unchanged);
+- `iaa_vs_nima`: iaa against NIMA on the held-out corpus photos' clean and distorted label records, 0.1.0's
+  acceptance protocol (the records are labelled once into the work folder, resumably).
 People's agreement is not measured here: every rated photo trains the shipped network, so the only
 honest number is the cross-validation (`iqa-cv`).
 """
@@ -101,6 +103,25 @@ def whole_view_agreement(package: Path, source: Path, paths: Sequence[Path]) -> 
     return {axis: round(max(abs(getattr(a, axis) - getattr(b, axis)) for a, b in zip(new, old)), 4) for axis in ("iaa", "ista")} | {
         "images": len(paths)
     }
+
+
+def iaa_vs_nima(scorer: Scorer, labels: Path, photos: int | None = None) -> dict:
+    """SRCC of iaa vs NIMA over the held-out corpus photos' clean and distorted records (4 distortions each,
+    seed 0, long side 512: 0.1.0's labelling), labelled into `labels` (resumed) with the first `photos` only."""
+    from export.student.label import iter_samples, label_samples, read_records, sample_image
+    from export.student.splits import is_heldout
+    from export.student.teachers.nima import NimaTeacher
+
+    from .photos import CORPUS
+
+    samples = [s for s in iter_samples([CORPUS], distortions_per_image=4, seed=0) if is_heldout(s.source)]
+    sources = sorted({s.source for s in samples})[:photos]
+    samples = [s for s in samples if s.source in set(sources)]
+    label_samples(samples, [NimaTeacher()], labels, max_side=512)
+    wanted = {s.key for s in samples}
+    records = [r for r in read_records(labels) if r["key"] in wanted]
+    iaa = [scorer.score(sample_image(r)).iaa for r in records]
+    return {"srcc": round(srcc(np.array(iaa), np.array([r["iaa"] for r in records])), 4), "records": len(records), "photos": len(sources)}
 
 
 def measure(

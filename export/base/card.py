@@ -102,6 +102,11 @@ def _difference(difference: dict | None) -> str:
     return f"{difference['iaa']:.2f} (iaa) and {difference['ista']:.2f} (ista) points on {difference['images']} dev photos"
 
 
+def _nima(view: dict) -> str:
+    nima = view.get("iaa_vs_nima_heldout_records_this_package")
+    return f"{nima['srcc']:.3f} ({nima['records']} records of {nima['photos']} photos)" if nima else "(not measured)"
+
+
 def _whole_view(fidelity: dict) -> list[str]:
     view = fidelity["aesthetics_and_structure"]
     return [
@@ -112,7 +117,8 @@ def _whole_view(fidelity: dict) -> list[str]:
         "calibration ranges now taken from whole views only, so the default variant moves by at most "
         + _difference(view.get("difference_from_source"))
         + ".",
-        f"- iaa vs NIMA, 0.1.0's protocol (held-out label records): {_fmt(view.get('iaa_vs_nima_srcc_heldout_records'))}; "
+        f"- iaa vs NIMA, 0.1.0's protocol (held-out label records), this package's default variant: {_nima(view)}; "
+        f"on {view['measured_on'].split(',')[0]}: {_fmt(view.get('iaa_vs_nima_srcc_heldout_records'))}; "
         f"on {view.get('images')} held-out corpus photos: {_fmt(view.get('iaa_vs_nima_srcc'))}; iaa quartiles there {view.get('iaa_quartiles_corpus')}",
         f"- ista: median-smoothing ladder {_fmt(view.get('ista_median_smoothing_ladder'))}, noise ladder {_fmt(view.get('ista_noise_ladder'))}",
         "",

@@ -36,6 +36,7 @@ class Recipe:
     eval_photos: int | None = None
     variant_photos_step: int = 6
     ladder_sizes: tuple[int, ...] = (500, 1500, 4000)
+    nima_photos: int | None = None
     config: TrainingConfig = TrainingConfig()
 
 
@@ -49,6 +50,7 @@ SMOKE = Recipe(
     eval_photos=1,
     variant_photos_step=8,
     ladder_sizes=(500,),
+    nima_photos=2,
     config=TrainingConfig(epochs=1, probe_steps=20, stored_sizes=(500, 1000)),
 )
 
@@ -163,25 +165,30 @@ def run_package(work: Path, out: Path, recipe: Recipe) -> None:
 
 def _measured(work: Path, staging: Path, recipe: Recipe) -> dict:
     """WORK/acceptance.json when it measured these very ONNX files; else measure the staging package (and keep it)."""
+    from perceptlite import Scorer
     from perceptlite.package.manifest import sha256_file
 
-    from .acceptance import measure
+    from .acceptance import iaa_vs_nima, measure
     from .package import VARIANT_FILES
 
     path = work / "acceptance.json"
     files = {name: sha256_file(work / name) for name in VARIANT_FILES.values()}
     if path.is_file() and json.loads(path.read_text()).get("files") == files:
         _echo(f"{path}: measured these ONNX files already; reused")
-        return json.loads(path.read_text())
-    acceptance = measure(
-        staging,
-        work / "source",
-        professional_eval_photos()[: recipe.eval_photos],
-        [p for p, _ in rated_photos()[: recipe.rated]][:: recipe.variant_photos_step],
-        recipe.ladder_sizes,
-        log=_echo,
-    )
-    acceptance["files"] = files
+        acceptance = json.loads(path.read_text())
+    else:
+        acceptance = measure(
+            staging,
+            work / "source",
+            professional_eval_photos()[: recipe.eval_photos],
+            [p for p, _ in rated_photos()[: recipe.rated]][:: recipe.variant_photos_step],
+            recipe.ladder_sizes,
+            log=_echo,
+        )
+        acceptance["files"] = files
+    if "iaa_vs_nima" not in acceptance:  # also added to a reused measurement that predates it
+        acceptance["iaa_vs_nima"] = iaa_vs_nima(Scorer(staging, device="cpu"), work / "nima-heldout.jsonl", recipe.nima_photos)
+        _echo(f"  iaa vs NIMA on held-out records: {acceptance['iaa_vs_nima']}")
     path.write_text(json.dumps(acceptance, indent=2) + "\n")
     return acceptance
 

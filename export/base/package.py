@@ -63,6 +63,7 @@ def build_manifest(source: dict, summary: dict, train: dict, acceptance: dict, c
         "measured_on", f"{source.get('name')} {source.get('version')}, whose whole view this package copies node for node"
     )
     whole_view["difference_from_source"] = acceptance.get("whole_view_vs_source")
+    whole_view["iaa_vs_nima_heldout_records_this_package"] = acceptance.get("iaa_vs_nima")
     return {
         "name": NAME,
         "version": version,
