@@ -124,6 +124,15 @@ def iaa_vs_nima(scorer: Scorer, labels: Path, photos: int | None = None) -> dict
     return {"srcc": round(srcc(np.array(iaa), np.array([r["iaa"] for r in records])), 4), "records": len(records), "photos": len(sources)}
 
 
+def iaa_and_ista(scorer: Scorer, photos: int | None = None) -> dict:
+    """0.5.0's whole-view checks on this package: iaa vs NIMA and iaa's quartiles on the held-out corpus photos,
+    ista along median-smoothing and noise ladders (export.student.quality_acceptance)."""
+    from export.student.quality_acceptance import heldout_corpus
+    from export.student.quality_acceptance import iaa_and_ista as whole_view_checks
+
+    return whole_view_checks(scorer, heldout_corpus()[:photos])
+
+
 def measure(
     package: Path,
     source: Path | None,

@@ -107,6 +107,16 @@ def _nima(view: dict) -> str:
     return f"{nima['srcc']:.3f} ({nima['records']} records of {nima['photos']} photos)" if nima else "(not measured)"
 
 
+def _this_package(checks: dict | None) -> str:
+    if not checks:
+        return "(not measured)"
+    return (
+        f"iaa vs NIMA on {checks['images']} held-out corpus photos {_fmt(checks['iaa_vs_nima_srcc'])}, iaa quartiles "
+        f"{checks['iaa_quartiles_corpus']}; ista median-smoothing ladder {_fmt(checks['ista_median_smoothing_ladder'])}, "
+        f"noise ladder {_fmt(checks['ista_noise_ladder'])}"
+    )
+
+
 def _whole_view(fidelity: dict) -> list[str]:
     view = fidelity["aesthetics_and_structure"]
     return [
@@ -121,6 +131,7 @@ def _whole_view(fidelity: dict) -> list[str]:
         f"on {view['measured_on'].split(',')[0]}: {_fmt(view.get('iaa_vs_nima_srcc_heldout_records'))}; "
         f"on {view.get('images')} held-out corpus photos: {_fmt(view.get('iaa_vs_nima_srcc'))}; iaa quartiles there {view.get('iaa_quartiles_corpus')}",
         f"- ista: median-smoothing ladder {_fmt(view.get('ista_median_smoothing_ladder'))}, noise ladder {_fmt(view.get('ista_noise_ladder'))}",
+        f"- this package's default variant, the same checks: {_this_package(view.get('this_package'))}",
         "",
     ]
 

@@ -168,7 +168,7 @@ def _measured(work: Path, staging: Path, recipe: Recipe) -> dict:
     from perceptlite import Scorer
     from perceptlite.package.manifest import sha256_file
 
-    from .acceptance import iaa_vs_nima, measure
+    from .acceptance import iaa_and_ista, iaa_vs_nima, measure
     from .package import VARIANT_FILES
 
     path = work / "acceptance.json"
@@ -189,6 +189,9 @@ def _measured(work: Path, staging: Path, recipe: Recipe) -> dict:
     if "iaa_vs_nima" not in acceptance:  # also added to a reused measurement that predates it
         acceptance["iaa_vs_nima"] = iaa_vs_nima(Scorer(staging, device="cpu"), work / "nima-heldout.jsonl", recipe.nima_photos)
         _echo(f"  iaa vs NIMA on held-out records: {acceptance['iaa_vs_nima']}")
+    if "iaa_and_ista" not in acceptance:
+        acceptance["iaa_and_ista"] = iaa_and_ista(Scorer(staging, device="cpu"), recipe.nima_photos)
+        _echo(f"  iaa and ista on held-out corpus photos: {acceptance['iaa_and_ista']}")
     path.write_text(json.dumps(acceptance, indent=2) + "\n")
     return acceptance
 

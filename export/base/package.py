@@ -64,6 +64,7 @@ def build_manifest(source: dict, summary: dict, train: dict, acceptance: dict, c
     )
     whole_view["difference_from_source"] = acceptance.get("whole_view_vs_source")
     whole_view["iaa_vs_nima_heldout_records_this_package"] = acceptance.get("iaa_vs_nima")
+    whole_view["this_package"] = acceptance.get("iaa_and_ista")
     return {
         "name": NAME,
         "version": version,
