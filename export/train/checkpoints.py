@@ -1,21 +1,28 @@
-"""Checkpoint folders in the original InternVL layout, and the resumable trainer state next to them.
+"""Resumable step checkpoints (sharded, one file per process) and checkpoint folders in the original InternVL layout.
 
-RUN/checkpoints/step-NNNNNNN/ is a complete checkpoint folder (the source's config, tokenizer, modeling code and
-preprocessor files, plus model.safetensors under the original weight names, LoRA merged, in the checkpoint's
-dtype) and `trainer_state.pt`: the trained parameters (float32), the optimizer and scheduler state and the step,
-as plain tensors and numbers, read back with `torch.load(weights_only=True)`. Folders are written under a
-`.partial` name and renamed when complete, so a kill never leaves a half-written checkpoint behind a valid name.
+RUN/checkpoints/step-NNNNNNN/ is a torch.distributed.checkpoint (DCP) folder: `__R_0.distcp` per rank R, holding
+only that rank's shards of the trained parameters (float32) and of their AdamW state, `.metadata` (written by rank 0
+once every rank's file is complete: which slice of which tensor lies where, so a run resumes on any number of
+processes), and `progress.json` (the step and seed). Only tensors are stored, so loading unpickles nothing but
+tensors. No process ever holds the whole optimizer state.
+
+The final model (RUN/ itself) is a complete checkpoint folder: the source's config, tokenizer, modeling code and
+preprocessor files, plus model.safetensors under the original weight names, LoRA merged, in the checkpoint's dtype.
+
+Both are written under a `.partial` name and renamed when complete, so a kill never leaves a half-written
+checkpoint behind a valid name.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import torch
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-TRAINER_STATE = "trainer_state.pt"
+PROGRESS = "progress.json"
 
 
 def checkpoint_dtype(config: dict) -> torch.dtype:
@@ -52,7 +59,7 @@ def write_checkpoint_folder(weights: dict[str, torch.Tensor], source: Path, targ
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for path in source.iterdir():
-        if path.is_file() and path.name not in WEIGHT_FILES and not path.name.startswith("model-") and path.name != TRAINER_STATE:
+        if path.is_file() and path.name not in WEIGHT_FILES and not path.name.startswith("model-"):
             shutil.copy2(path, partial / path.name)
     save_file(weights, str(partial / "model.safetensors"), metadata={"format": "pt"})
     if target.exists():
@@ -60,25 +67,62 @@ def write_checkpoint_folder(weights: dict[str, torch.Tensor], source: Path, targ
     partial.rename(target)
 
 
-def save_step(folder: Path, weights: dict, source: Path, trainer_state: dict, keep_last: int) -> None:
-    """RUN/checkpoints/step-N: the checkpoint folder with trainer_state.pt inside; prune older step folders."""
-    partial_state = folder.parent / f"{folder.name}.{TRAINER_STATE}.partial"
-    write_checkpoint_folder(weights, source, folder)
-    torch.save(trainer_state, partial_state)
-    partial_state.rename(folder / TRAINER_STATE)
+def partial_step_folder(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".partial")
+
+
+def save_sharded(state: dict[str, dict[str, torch.Tensor]], partial: Path) -> None:
+    """Every rank writes its own shards of `state` into `partial` (a collective: all ranks call it)."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save(state, storage_writer=dcp.FileSystemWriter(str(partial), single_file_per_rank=True), no_dist=_one_process())
+
+
+def load_sharded(state: dict[str, dict[str, torch.Tensor]], folder: Path) -> None:
+    """Fill `state`'s tensors (this rank's shards, whatever the world size at save) in place from `folder`."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(state, storage_reader=dcp.FileSystemReader(str(folder)), no_dist=_one_process())
+
+
+def read_step_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """A step checkpoint's whole state as CPU tensors, in this one process, under flattened names
+    (`trained.NAME`, `optimizer.NAME.exp_avg`...): for inspection and tests; it holds everything in memory."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    reader = dcp.FileSystemReader(str(folder))
+    entries = reader.read_metadata().state_dict_metadata.items()
+    state = {key: torch.empty(entry.size, dtype=entry.properties.dtype)
+             for key, entry in entries if isinstance(entry, TensorStorageMetadata)}
+    dcp.load(state, storage_reader=reader, no_dist=True)
+    return state
+
+
+def _one_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized())
+
+
+def finish_step(folder: Path, progress: dict, keep_last: int) -> None:
+    """Rank 0, once every rank's shards are in `folder`.partial: add progress.json, rename, prune older steps."""
+    partial = partial_step_folder(folder)
+    (partial / PROGRESS).write_text(json.dumps(progress), encoding="utf-8")
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
     steps = sorted(p for p in folder.parent.glob("step-*[0-9]") if p.is_dir())
     for old in steps[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old)
 
 
 def latest_step_folder(output: Path) -> Path | None:
-    """The newest RUN/checkpoints/step-N folder that has its trainer state, or None."""
-    found = sorted(p for p in (output / "checkpoints").glob("step-*[0-9]") if (p / TRAINER_STATE).is_file())
+    """The newest complete RUN/checkpoints/step-N folder, or None (`.partial` folders are never complete)."""
+    found = sorted(p for p in (output / "checkpoints").glob("step-*[0-9]") if (p / PROGRESS).is_file())
     return found[-1] if found else None
 
 
-def read_trainer_state(folder: Path) -> dict:
-    return torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
+def read_progress(folder: Path) -> dict:
+    return json.loads((folder / PROGRESS).read_text(encoding="utf-8"))
 
 
 def publish_final(weights: dict, source: Path, output: Path) -> None:
