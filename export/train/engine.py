@@ -180,7 +180,10 @@ class Engine:
         save_sharded(state, partial_step_folder(folder))
         self.runtime.barrier()
         if self.runtime.main:
-            progress = {"step": step, "seed": self.options.seed, "processes": self.runtime.world}
+            # What export.train.export_step needs to rebuild the model the shards belong to, besides the step.
+            progress = {"step": step, "seed": self.options.seed, "processes": self.runtime.world,
+                        "checkpoint": str(self.options.checkpoint.resolve()), "train": list(self.model_options.train),
+                        "lora_rank": self.model_options.lora_rank, "lora_alpha": self.model_options.lora_alpha}
             finish_step(folder, progress, self.options.keep_last)
         self.runtime.barrier()
 
