@@ -15,14 +15,17 @@ checkpoint behind a valid name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 PROGRESS = "progress.json"
+LEGACY_TRAINER_STATE = "trainer_state.pt"  # the earlier whole-state format, refused on resume
 
 
 def checkpoint_dtype(config: dict) -> torch.dtype:
@@ -75,14 +78,16 @@ def save_sharded(state: dict[str, dict[str, torch.Tensor]], partial: Path) -> No
     """Every rank writes its own shards of `state` into `partial` (a collective: all ranks call it)."""
     import torch.distributed.checkpoint as dcp
 
-    dcp.save(state, storage_writer=dcp.FileSystemWriter(str(partial), single_file_per_rank=True), no_dist=_one_process())
+    with _quiet_if_one_process() as one_process:
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(partial), single_file_per_rank=True), no_dist=one_process)
 
 
 def load_sharded(state: dict[str, dict[str, torch.Tensor]], folder: Path) -> None:
     """Fill `state`'s tensors (this rank's shards, whatever the world size at save) in place from `folder`."""
     import torch.distributed.checkpoint as dcp
 
-    dcp.load(state, storage_reader=dcp.FileSystemReader(str(folder)), no_dist=_one_process())
+    with _quiet_if_one_process() as one_process:
+        dcp.load(state, storage_reader=dcp.FileSystemReader(str(folder)), no_dist=one_process)
 
 
 def read_step_tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -95,12 +100,20 @@ def read_step_tensors(folder: Path) -> dict[str, torch.Tensor]:
     entries = reader.read_metadata().state_dict_metadata.items()
     state = {key: torch.empty(entry.size, dtype=entry.properties.dtype)
              for key, entry in entries if isinstance(entry, TensorStorageMetadata)}
-    dcp.load(state, storage_reader=reader, no_dist=True)
+    with _quiet_if_one_process():
+        dcp.load(state, storage_reader=reader, no_dist=True)
     return state
 
 
-def _one_process() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized())
+@contextlib.contextmanager
+def _quiet_if_one_process():
+    """Yields whether this is one process (no process group); then DCP warns at every call that it assumes so,
+    even when told: a line per checkpoint that says nothing, so it is filtered."""
+    one_process = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    with warnings.catch_warnings():
+        if one_process:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield one_process
 
 
 def finish_step(folder: Path, progress: dict, keep_last: int) -> None:
@@ -117,7 +130,12 @@ def finish_step(folder: Path, progress: dict, keep_last: int) -> None:
 
 def latest_step_folder(output: Path) -> Path | None:
     """The newest complete RUN/checkpoints/step-N folder, or None (`.partial` folders are never complete)."""
-    found = sorted(p for p in (output / "checkpoints").glob("step-*[0-9]") if (p / PROGRESS).is_file())
+    folders = sorted(p for p in (output / "checkpoints").glob("step-*[0-9]") if p.is_dir())
+    found = [p for p in folders if (p / PROGRESS).is_file()]
+    if not found and any((p / LEGACY_TRAINER_STATE).is_file() for p in folders):
+        # Starting over silently would throw away a long run's progress.
+        raise ValueError(f"{output / 'checkpoints'}: step checkpoints in the old whole-state format ({LEGACY_TRAINER_STATE}); "
+                         "resume them with the version that wrote them")
     return found[-1] if found else None
 
 

@@ -52,10 +52,13 @@ def assert_sharded_step(folder: Path, processes: int) -> None:
     """A complete sharded step checkpoint: one shard file per rank, each with only part of the state, and nothing else."""
     shards = [f"__{rank}_0.distcp" for rank in range(processes)]
     assert sorted(p.name for p in folder.iterdir()) == sorted([".metadata", "progress.json", *shards]), folder
+    if processes == 1:
+        return
     whole = sum(t.numel() * t.element_size() for t in read_step_tensors(folder).values())
     for shard in shards:
-        # Every rank stores its own half of each sharded tensor (plus pickling overhead), never the whole state.
-        assert (folder / shard).stat().st_size < 0.6 * whole, (shard, (folder / shard).stat().st_size, whole)
+        # Every rank stores its own part of each sharded tensor (plus a little framing), never the whole state.
+        size = (folder / shard).stat().st_size
+        assert 0.4 * whole < size < 0.6 * whole, (shard, size, whole)
 
 
 def no_whole_state_file(run: Path) -> bool:

@@ -150,6 +150,22 @@ def run_killed_after_first_checkpoint(command: list[str], output: Path, threads:
     assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{log}"
 
 
+def test_resume_takes_the_newest_complete_step_checkpoint(tmp_path: Path) -> None:
+    """A `.partial` folder (a killed save) or a folder without progress.json is never resumed from."""
+    steps = tmp_path / "checkpoints"
+    for name in ("step-0000002", "step-0000004", "step-0000006.partial", "step-0000008"):
+        (steps / name).mkdir(parents=True)
+    for name in ("step-0000002", "step-0000004", "step-0000006.partial"):
+        (steps / name / "progress.json").write_text("{}")
+    assert latest_step_folder(tmp_path) == steps / "step-0000004"
+    assert latest_step_folder(tmp_path / "elsewhere") is None
+    old = tmp_path / "old" / "checkpoints" / "step-0000500"
+    old.mkdir(parents=True)
+    (old / "trainer_state.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="old whole-state format"):
+        latest_step_folder(tmp_path / "old")
+
+
 def trained_tensors(run: Path, step: int) -> dict[str, torch.Tensor]:
     """The float32 trained parameters in a run's sharded step checkpoint, whole, under their parameter names."""
     tensors = read_step_tensors(run / "checkpoints" / f"step-{step:07d}")
