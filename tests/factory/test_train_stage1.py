@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -134,9 +135,22 @@ def test_mixed_stage1_loss_falls(unipercept_tiny_checkpoint: Path, mixed_data, t
     assert unipercept.ReferenceScorer(tmp_path / "run").rate(mixed_data["images"] / "synthetic_00.png").keys() == {"iaa", "iqa", "ista"}
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def run_killed_after_first_checkpoint(command: list[str], output: Path, threads: int = 2) -> None:
-    """Start a training run (its own session: torchrun and its workers alike) and SIGKILL the whole session
-    once the run's first step checkpoint is complete."""
+    """Start a training run and SIGKILL it, and every process it started, once its first step checkpoint is
+    complete. torchrun starts each worker in a session of its own, so the workers are killed one by one, first."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
     process = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -145,6 +159,9 @@ def run_killed_after_first_checkpoint(command: list[str], output: Path, threads:
             time.sleep(0.2)
     finally:
         if process.poll() is None:
+            for worker in children(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker, signal.SIGKILL)
             os.killpg(process.pid, signal.SIGKILL)
         log = process.communicate()[1]
     assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{log}"
