@@ -3,6 +3,7 @@ trains, write sharded step checkpoints (one file per rank, no whole-state file) 
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -54,11 +55,31 @@ def assert_sharded_step(folder: Path, processes: int) -> None:
     assert sorted(p.name for p in folder.iterdir()) == sorted([".metadata", "progress.json", *shards]), folder
     if processes == 1:
         return
+    stored = tensor_bytes_per_file(folder)
     whole = sum(t.numel() * t.element_size() for t in read_step_tensors(folder).values())
+    assert sum(stored.values()) == whole and sorted(stored) == sorted(shards)
     for shard in shards:
-        # Every rank stores its own part of each sharded tensor (plus a little framing), never the whole state.
-        size = (folder / shard).stat().st_size
-        assert 0.4 * whole < size < 0.6 * whole, (shard, size, whole)
+        # Every rank stores its own part of each sharded tensor, never the whole state.
+        assert 0.4 * whole < stored[shard] < 0.6 * whole, (shard, stored, whole)
+
+
+def tensor_bytes_per_file(folder: Path) -> dict[str, int]:
+    """Per shard file, the bytes of tensor data it holds, from the checkpoint's own index (`.metadata`):
+    file sizes would also count the per-tensor framing, which outweighs the data of small tensors (LoRA)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    metadata = dcp.FileSystemReader(str(folder)).read_metadata()
+    stored: dict[str, int] = {}
+    for key, entry in metadata.state_dict_metadata.items():
+        if not isinstance(entry, TensorStorageMetadata):
+            continue
+        element = torch.empty(0, dtype=entry.properties.dtype).element_size()
+        for chunk in entry.chunks:
+            index = dcp.metadata.MetadataIndex(key, chunk.offsets)
+            file = metadata.storage_data[index].relative_path
+            stored[file] = stored.get(file, 0) + element * math.prod(chunk.sizes)
+    return stored
 
 
 def no_whole_state_file(run: Path) -> bool:
