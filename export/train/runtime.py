@@ -134,7 +134,11 @@ class Runtime:
         return {"trained": trained, "optimizer": optimizer_state["state"]}, optimizer_state["param_groups"]
 
     def set_trained_state(self, module: nn.Module, optimizer, state: dict, groups: list) -> None:
-        """Put a `trained_state` (filled from a checkpoint) back into the module's and the optimizer's shards."""
+        """Put a `trained_state` (filled from a checkpoint) back into the module's and the optimizer's shards.
+
+        Loading already wrote into the live tensors where the state dict shares them (one process, FSDP's local
+        shards); this hands the state over through the documented path, which also covers where it holds copies.
+        """
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         set_state_dict(module, optimizer, model_state_dict=state["trained"],
