@@ -3,8 +3,9 @@
 RUN/checkpoints/step-NNNNNNN/ is a torch.distributed.checkpoint (DCP) folder: `__R_0.distcp` per rank R, holding
 only that rank's shards of the trained parameters (float32) and of their AdamW state, `.metadata` (written by rank 0
 once every rank's file is complete: which slice of which tensor lies where, so a run resumes on any number of
-processes), and `progress.json` (the step and seed). Only tensors are stored, so loading unpickles nothing but
-tensors. No process ever holds the whole optimizer state.
+processes), and `progress.json` (the step and seed). Only tensors are stored, read back with weights-only loading, and
+DCP's pickled `.metadata` is read by an unpickler that admits only its own index classes, so loading a step
+checkpoint runs no code from it. No process ever holds the whole optimizer state.
 
 The final model (RUN/ itself) is a complete checkpoint folder: the source's config, tokenizer, modeling code and
 preprocessor files, plus model.safetensors under the original weight names, LoRA merged, in the checkpoint's dtype.
@@ -17,11 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import shutil
 import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.metadata import StorageMeta, TensorStorageMetadata
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 PROGRESS = "progress.json"
@@ -62,7 +66,7 @@ def write_checkpoint_folder(weights: dict[str, torch.Tensor], source: Path, targ
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for path in source.iterdir():
-        if path.is_file() and path.name not in WEIGHT_FILES and not path.name.startswith("model-"):
+        if path.is_file() and path.name not in (*WEIGHT_FILES, PROGRESS, LEGACY_TRAINER_STATE) and not path.name.startswith("model-"):
             shutil.copy2(path, partial / path.name)
     save_file(weights, str(partial / "model.safetensors"), metadata={"format": "pt"})
     if target.exists():
@@ -76,33 +80,55 @@ def partial_step_folder(folder: Path) -> Path:
 
 def save_sharded(state: dict[str, dict[str, torch.Tensor]], partial: Path) -> None:
     """Every rank writes its own shards of `state` into `partial` (a collective: all ranks call it)."""
-    import torch.distributed.checkpoint as dcp
-
     with _quiet_if_one_process() as one_process:
         dcp.save(state, storage_writer=dcp.FileSystemWriter(str(partial), single_file_per_rank=True), no_dist=one_process)
 
 
 def load_sharded(state: dict[str, dict[str, torch.Tensor]], folder: Path) -> None:
     """Fill `state`'s tensors (this rank's shards, whatever the world size at save) in place from `folder`."""
-    import torch.distributed.checkpoint as dcp
-
     with _quiet_if_one_process() as one_process:
-        dcp.load(state, storage_reader=dcp.FileSystemReader(str(folder)), no_dist=one_process)
+        dcp.load(state, storage_reader=_MetadataCheckingReader(str(folder)), no_dist=one_process)
 
 
 def read_step_tensors(folder: Path) -> dict[str, torch.Tensor]:
     """A step checkpoint's whole state as CPU tensors, in this one process, under flattened names
     (`trained.NAME`, `optimizer.NAME.exp_avg`...): for inspection and tests; it holds everything in memory."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
-    reader = dcp.FileSystemReader(str(folder))
+    reader = _MetadataCheckingReader(str(folder))
     entries = reader.read_metadata().state_dict_metadata.items()
     state = {key: torch.empty(entry.size, dtype=entry.properties.dtype)
              for key, entry in entries if isinstance(entry, TensorStorageMetadata)}
     with _quiet_if_one_process():
         dcp.load(state, storage_reader=reader, no_dist=True)
     return state
+
+
+# What DCP's `.metadata` pickle may name: its index classes, paths, torch.Size and dtypes, the layout decoder.
+_METADATA_CLASSES = {("torch.distributed.checkpoint.metadata", name) for name in (
+    "Metadata", "MetadataIndex", "StorageMeta", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
+    "TensorProperties", "_MEM_FORMAT_ENCODING")} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"),
+    ("torch", "Size"), ("torch.serialization", "_get_layout")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _METADATA_CLASSES or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"checkpoint metadata names {module}.{name}, which is not part of a checkpoint index")
+
+
+class _MetadataCheckingReader(dcp.FileSystemReader):
+    """FileSystemReader whose `.metadata` goes through _MetadataUnpickler instead of an unrestricted pickle.load."""
+
+    def read_metadata(self, *args, **kwargs):
+        if kwargs.get("rank") is not None:  # per-rank metadata files: not a layout this project writes
+            raise ValueError(f"{self.path}: per-rank checkpoint metadata is not supported")
+        with open(Path(self.path) / ".metadata", "rb") as stream:
+            metadata = _MetadataUnpickler(stream).load()
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
 
 
 @contextlib.contextmanager

@@ -183,6 +183,20 @@ def test_resume_takes_the_newest_complete_step_checkpoint(tmp_path: Path) -> Non
         latest_step_folder(tmp_path / "old")
 
 
+def test_step_metadata_that_names_other_code_is_refused(tmp_path: Path) -> None:
+    """DCP's `.metadata` is a pickle: one that would call anything but the index classes is refused, not run."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "ran"),))
+
+    (tmp_path / ".metadata").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(pickle.UnpicklingError, match="not part of a checkpoint index"):
+        read_step_tensors(tmp_path)
+    assert not (tmp_path / "ran").exists()
+
+
 def trained_tensors(run: Path, step: int) -> dict[str, torch.Tensor]:
     """The float32 trained parameters in a run's sharded step checkpoint, whole, under their parameter names."""
     tensors = read_step_tensors(run / "checkpoints" / f"step-{step:07d}")
