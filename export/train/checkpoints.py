@@ -24,8 +24,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.metadata import StorageMeta, TensorStorageMetadata
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 PROGRESS = "progress.json"
@@ -80,12 +78,16 @@ def partial_step_folder(folder: Path) -> Path:
 
 def save_sharded(state: dict[str, dict[str, torch.Tensor]], partial: Path) -> None:
     """Every rank writes its own shards of `state` into `partial` (a collective: all ranks call it)."""
+    import torch.distributed.checkpoint as dcp
+
     with _quiet_if_one_process() as one_process:
         dcp.save(state, storage_writer=dcp.FileSystemWriter(str(partial), single_file_per_rank=True), no_dist=one_process)
 
 
 def load_sharded(state: dict[str, dict[str, torch.Tensor]], folder: Path) -> None:
     """Fill `state`'s tensors (this rank's shards, whatever the world size at save) in place from `folder`."""
+    import torch.distributed.checkpoint as dcp
+
     with _quiet_if_one_process() as one_process:
         dcp.load(state, storage_reader=_MetadataCheckingReader(str(folder)), no_dist=one_process)
 
@@ -93,6 +95,9 @@ def load_sharded(state: dict[str, dict[str, torch.Tensor]], folder: Path) -> Non
 def read_step_tensors(folder: Path) -> dict[str, torch.Tensor]:
     """A step checkpoint's whole state as CPU tensors, in this one process, under flattened names
     (`trained.NAME`, `optimizer.NAME.exp_avg`...): for inspection and tests; it holds everything in memory."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
     reader = _MetadataCheckingReader(str(folder))
     entries = reader.read_metadata().state_dict_metadata.items()
     state = {key: torch.empty(entry.size, dtype=entry.properties.dtype)
@@ -117,18 +122,24 @@ class _MetadataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"checkpoint metadata names {module}.{name}, which is not part of a checkpoint index")
 
 
-class _MetadataCheckingReader(dcp.FileSystemReader):
-    """FileSystemReader whose `.metadata` goes through _MetadataUnpickler instead of an unrestricted pickle.load."""
+def _MetadataCheckingReader(path: str):  # noqa: N802  (stands for the class it builds)
+    """A FileSystemReader whose `.metadata` goes through _MetadataUnpickler instead of an unrestricted pickle.load.
+    Built on first use: torch.distributed.checkpoint is imported only when a checkpoint is read or written."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import StorageMeta
 
-    def read_metadata(self, *args, **kwargs):
-        if kwargs.get("rank") is not None:  # per-rank metadata files: not a layout this project writes
-            raise ValueError(f"{self.path}: per-rank checkpoint metadata is not supported")
-        with open(Path(self.path) / ".metadata", "rb") as stream:
-            metadata = _MetadataUnpickler(stream).load()
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
+    class Reader(dcp.FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            if kwargs.get("rank") is not None:  # per-rank metadata files: not a layout this project writes
+                raise ValueError(f"{self.path}: per-rank checkpoint metadata is not supported")
+            with open(Path(self.path) / ".metadata", "rb") as stream:
+                metadata = _MetadataUnpickler(stream).load()
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return Reader(path)
 
 
 @contextlib.contextmanager
