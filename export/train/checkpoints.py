@@ -1,21 +1,33 @@
-"""Checkpoint folders in the original InternVL layout, and the resumable trainer state next to them.
+"""Resumable step checkpoints (sharded, one file per process) and checkpoint folders in the original InternVL layout.
 
-RUN/checkpoints/step-NNNNNNN/ is a complete checkpoint folder (the source's config, tokenizer, modeling code and
-preprocessor files, plus model.safetensors under the original weight names, LoRA merged, in the checkpoint's
-dtype) and `trainer_state.pt`: the trained parameters (float32), the optimizer and scheduler state and the step,
-as plain tensors and numbers, read back with `torch.load(weights_only=True)`. Folders are written under a
-`.partial` name and renamed when complete, so a kill never leaves a half-written checkpoint behind a valid name.
+RUN/checkpoints/step-NNNNNNN/ is a torch.distributed.checkpoint (DCP) folder: `__R_0.distcp` per rank R, holding
+only that rank's shards of the trained parameters (float32) and of their AdamW state, `.metadata` (written by rank 0
+once every rank's file is complete: which slice of which tensor lies where, so a run resumes on any number of
+processes), and `progress.json` (the step and seed). Only tensors are stored, read back with weights-only loading, and
+DCP's pickled `.metadata` is read by an unpickler that admits only its own index classes, so loading a step
+checkpoint runs no code from it. No process ever holds the whole optimizer state.
+
+The final model (RUN/ itself) is a complete checkpoint folder: the source's config, tokenizer, modeling code and
+preprocessor files, plus model.safetensors under the original weight names, LoRA merged, in the checkpoint's dtype.
+
+Both are written under a `.partial` name and renamed when complete, so a kill never leaves a half-written
+checkpoint behind a valid name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-TRAINER_STATE = "trainer_state.pt"
+PROGRESS = "progress.json"
+LEGACY_TRAINER_STATE = "trainer_state.pt"  # the earlier whole-state format, refused on resume
 
 
 def checkpoint_dtype(config: dict) -> torch.dtype:
@@ -52,7 +64,7 @@ def write_checkpoint_folder(weights: dict[str, torch.Tensor], source: Path, targ
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for path in source.iterdir():
-        if path.is_file() and path.name not in WEIGHT_FILES and not path.name.startswith("model-") and path.name != TRAINER_STATE:
+        if path.is_file() and path.name not in (*WEIGHT_FILES, PROGRESS, LEGACY_TRAINER_STATE) and not path.name.startswith("model-"):
             shutil.copy2(path, partial / path.name)
     save_file(weights, str(partial / "model.safetensors"), metadata={"format": "pt"})
     if target.exists():
@@ -60,25 +72,112 @@ def write_checkpoint_folder(weights: dict[str, torch.Tensor], source: Path, targ
     partial.rename(target)
 
 
-def save_step(folder: Path, weights: dict, source: Path, trainer_state: dict, keep_last: int) -> None:
-    """RUN/checkpoints/step-N: the checkpoint folder with trainer_state.pt inside; prune older step folders."""
-    partial_state = folder.parent / f"{folder.name}.{TRAINER_STATE}.partial"
-    write_checkpoint_folder(weights, source, folder)
-    torch.save(trainer_state, partial_state)
-    partial_state.rename(folder / TRAINER_STATE)
+def partial_step_folder(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".partial")
+
+
+def save_sharded(state: dict[str, dict[str, torch.Tensor]], partial: Path) -> None:
+    """Every rank writes its own shards of `state` into `partial` (a collective: all ranks call it)."""
+    import torch.distributed.checkpoint as dcp
+
+    with _quiet_if_one_process() as one_process:
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(partial), single_file_per_rank=True), no_dist=one_process)
+
+
+def load_sharded(state: dict[str, dict[str, torch.Tensor]], folder: Path) -> None:
+    """Fill `state`'s tensors (this rank's shards, whatever the world size at save) in place from `folder`."""
+    import torch.distributed.checkpoint as dcp
+
+    with _quiet_if_one_process() as one_process:
+        dcp.load(state, storage_reader=_MetadataCheckingReader(str(folder)), no_dist=one_process)
+
+
+def read_step_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """A step checkpoint's whole state as CPU tensors, in this one process, under flattened names
+    (`trained.NAME`, `optimizer.NAME.exp_avg`...): for inspection and tests; it holds everything in memory."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    reader = _MetadataCheckingReader(str(folder))
+    entries = reader.read_metadata().state_dict_metadata.items()
+    state = {key: torch.empty(entry.size, dtype=entry.properties.dtype)
+             for key, entry in entries if isinstance(entry, TensorStorageMetadata)}
+    with _quiet_if_one_process():
+        dcp.load(state, storage_reader=reader, no_dist=True)
+    return state
+
+
+# What DCP's `.metadata` pickle may name: its index classes, paths, torch.Size and dtypes, the layout decoder.
+_METADATA_CLASSES = {("torch.distributed.checkpoint.metadata", name) for name in (
+    "Metadata", "MetadataIndex", "StorageMeta", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
+    "TensorProperties", "_MEM_FORMAT_ENCODING")} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"),
+    ("torch", "Size"), ("torch.serialization", "_get_layout")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _METADATA_CLASSES or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"checkpoint metadata names {module}.{name}, which is not part of a checkpoint index")
+
+
+def _MetadataCheckingReader(path: str):  # noqa: N802  (stands for the class it builds)
+    """A FileSystemReader whose `.metadata` goes through _MetadataUnpickler instead of an unrestricted pickle.load.
+    Built on first use: torch.distributed.checkpoint is imported only when a checkpoint is read or written."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class Reader(dcp.FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            if kwargs.get("rank") is not None:  # per-rank metadata files: not a layout this project writes
+                raise ValueError(f"{self.path}: per-rank checkpoint metadata is not supported")
+            with open(Path(self.path) / ".metadata", "rb") as stream:
+                metadata = _MetadataUnpickler(stream).load()
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return Reader(path)
+
+
+@contextlib.contextmanager
+def _quiet_if_one_process():
+    """Yields whether this is one process (no process group); then DCP warns at every call that it assumes so,
+    even when told: a line per checkpoint that says nothing, so it is filtered."""
+    one_process = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    with warnings.catch_warnings():
+        if one_process:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield one_process
+
+
+def finish_step(folder: Path, progress: dict, keep_last: int) -> None:
+    """Rank 0, once every rank's shards are in `folder`.partial: add progress.json, rename, prune older steps."""
+    partial = partial_step_folder(folder)
+    (partial / PROGRESS).write_text(json.dumps(progress), encoding="utf-8")
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
     steps = sorted(p for p in folder.parent.glob("step-*[0-9]") if p.is_dir())
     for old in steps[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old)
 
 
 def latest_step_folder(output: Path) -> Path | None:
-    """The newest RUN/checkpoints/step-N folder that has its trainer state, or None."""
-    found = sorted(p for p in (output / "checkpoints").glob("step-*[0-9]") if (p / TRAINER_STATE).is_file())
+    """The newest complete RUN/checkpoints/step-N folder, or None (`.partial` folders are never complete)."""
+    folders = sorted(p for p in (output / "checkpoints").glob("step-*[0-9]") if p.is_dir())
+    found = [p for p in folders if (p / PROGRESS).is_file()]
+    if not found and any((p / LEGACY_TRAINER_STATE).is_file() for p in folders):
+        # Starting over silently would throw away a long run's progress.
+        raise ValueError(f"{output / 'checkpoints'}: step checkpoints in the old whole-state format ({LEGACY_TRAINER_STATE}); "
+                         "resume them with the version that wrote them")
     return found[-1] if found else None
 
 
-def read_trainer_state(folder: Path) -> dict:
-    return torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
+def read_progress(folder: Path) -> dict:
+    return json.loads((folder / PROGRESS).read_text(encoding="utf-8"))
 
 
 def publish_final(weights: dict, source: Path, output: Path) -> None:

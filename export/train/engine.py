@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,12 +18,14 @@ from pathlib import Path
 import torch
 
 from export.train.checkpoints import (
-    TRAINER_STATE,
+    finish_step,
     latest_step_folder,
+    load_sharded,
     original_weights,
+    partial_step_folder,
     publish_final,
-    read_trainer_state,
-    save_step,
+    read_progress,
+    save_sharded,
 )
 from export.train.data import DatasetSpec, Mixture
 from export.train.policy import ModelOptions, Policy, Prompts, load_trainable_model, only_lora_trains
@@ -168,31 +171,34 @@ class Engine:
         return original_weights(full, self.config, self.model_options.lora_scaling) if self.runtime.main else {}
 
     def save(self, step: int) -> None:
-        """RUN/checkpoints/step-N: a loadable checkpoint folder + trainer_state.pt (all ranks take part)."""
-        full = self.runtime.full_state(self.policy)
-        optimizer_state = self.runtime.full_optimizer_state(self.policy, self.optimizer)
+        """RUN/checkpoints/step-N: every rank writes its own shards (all ranks take part); rank 0 completes it."""
+        folder = self.options.output / "checkpoints" / f"step-{step:07d}"
+        if self.runtime.main:  # left by a killed save of the same step
+            shutil.rmtree(partial_step_folder(folder), ignore_errors=True)
+        self.runtime.barrier()
+        state, _ = self.runtime.trained_state(self.policy, self.optimizer, self.trainable_names)
+        save_sharded(state, partial_step_folder(folder))
+        self.runtime.barrier()
         if self.runtime.main:
-            state = {
-                "step": step,
-                "trainable": {name: full[name].float() for name in self.trainable_names},
-                "optimizer": optimizer_state,  # the schedule is a function of the step: no scheduler state
-                "seed": self.options.seed,
-            }
-            weights = original_weights(full, self.config, self.model_options.lora_scaling)
-            folder = self.options.output / "checkpoints" / f"step-{step:07d}"
-            save_step(folder, weights, self.options.checkpoint, state, self.options.keep_last)
+            # What export.train.export_step needs to rebuild the model the shards belong to, besides the step.
+            progress = {"step": step, "seed": self.options.seed, "processes": self.runtime.world,
+                        "checkpoint": str(self.options.checkpoint.resolve()), "train": list(self.model_options.train),
+                        "lora_rank": self.model_options.lora_rank, "lora_alpha": self.model_options.lora_alpha}
+            finish_step(folder, progress, self.options.keep_last)
         self.runtime.barrier()
 
     def resume(self) -> int:
-        """Load the newest step checkpoint's trainer state (if any); returns the step to continue from."""
+        """Load the newest step checkpoint into this rank's shards (if any); returns the step to continue from."""
         folder = latest_step_folder(self.options.output)
         if folder is None:
             return 0
-        state = read_trainer_state(folder) if self.runtime.main else {}
-        self.runtime.load_trained(self.policy, self.optimizer, state.get("trainable", {}), state.get("optimizer", {}))
-        step = int(folder.name.split("-")[1])
+        state, groups = self.runtime.trained_state(self.policy, self.optimizer, self.trainable_names)
+        load_sharded(state, folder)
+        self.runtime.set_trained_state(self.policy, self.optimizer, state, groups)
+        progress = read_progress(folder)
+        step = int(progress["step"])
         self._set_lr(step * self.options.updates_per_step)
-        self.runtime.log(f"resumed from {folder} ({TRAINER_STATE}) at step {step}")
+        self.runtime.log(f"resumed from {folder} (written by {progress['processes']} process(es)) at step {step}")
         return step
 
     def _set_lr(self, update: int) -> None:

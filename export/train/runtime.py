@@ -6,8 +6,8 @@
 Every process holds a shard of every parameter, gradient and AdamW state; each decoder layer (and each vision
 layer) is gathered just for its own forward/backward. Samples of a step are dealt out round-robin to the ranks,
 each rank's loss is normalised by its share, and FSDP averages gradients, so the update equals the
-single-process update on the same step's samples. Full (unsharded) state dicts are assembled on rank 0 only,
-in CPU memory, for the checkpoint folders and `trainer_state.pt`.
+single-process update on the same step's samples. Step checkpoints are sharded: each rank hands its own shards
+to torch.distributed.checkpoint. Only the final model folder is assembled whole, once, on rank 0 in CPU memory.
 """
 
 from __future__ import annotations
@@ -120,20 +120,30 @@ class Runtime:
 
         return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def full_optimizer_state(self, module: nn.Module, optimizer) -> dict:
-        """The optimizer state keyed by parameter names, whole, on rank 0 (other ranks get {})."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    def trained_state(self, module: nn.Module, optimizer, names: list[str]) -> tuple[dict, list]:
+        """This rank's shards of the trained parameters and of their optimizer state, and the optimizer's groups.
 
-        options = StateDictOptions(full_state_dict=True, cpu_offload=self.distributed)
-        return get_optimizer_state_dict(module, optimizer, options=options)
+        The tensors are the live shards (no copy, no gather), keyed by parameter name: what a checkpoint stores
+        and what a resume fills in place. The groups (learning rate, betas...) are not stored: they are the run's
+        options, and keeping them out leaves only tensors in a checkpoint.
+        """
+        from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    def load_trained(self, module: nn.Module, optimizer, parameters: dict, optimizer_state: dict) -> None:
-        """Put saved trained parameters and optimizer state (read on rank 0) into every rank's shards."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+        model_state, optimizer_state = get_state_dict(module, optimizer)
+        trained = {name: model_state[name] for name in names}
+        return {"trained": trained, "optimizer": optimizer_state["state"]}, optimizer_state["param_groups"]
 
-        options = StateDictOptions(full_state_dict=True, strict=False, broadcast_from_rank0=self.distributed)
-        set_model_state_dict(module, parameters, options=options)
-        set_optimizer_state_dict(module, optimizer, optimizer_state, options=options)
+    def set_trained_state(self, module: nn.Module, optimizer, state: dict, groups: list) -> None:
+        """Put a `trained_state` (filled from a checkpoint) back into the module's and the optimizer's shards.
+
+        Loading already wrote into the live tensors where the state dict shares them (one process, FSDP's local
+        shards); this hands the state over through the documented path, which also covers where it holds copies.
+        """
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(module, optimizer, model_state_dict=state["trained"],
+                       optim_state_dict={"state": state["optimizer"], "param_groups": groups},
+                       options=StateDictOptions(strict=False))
 
 
 def _layers(policy: nn.Module) -> list[nn.Module]:

@@ -11,8 +11,9 @@ chat() asks them. The loss is on answer tokens only: for a rating, the cross-ent
 between the model's distribution and the target's score token (the paper's VR-based QA pairs, Sec. 4.1: the answer
 is the two-letter token of the rounded score; `--sigma S` instead spreads it as a discretised Gaussian of S points
 over the 101 score tokens, the project's soft option); for a question, the cross-entropy of the answer's tokens and the closing <|im_end|>.
-Checkpoints (RUN/checkpoints/step-N/, and the final model in RUN/) are complete checkpoint folders in the
-original layout. See export/train/README.md.
+Step checkpoints (RUN/checkpoints/step-N/) are sharded trainer state, one file per process (export.train.export_step
+makes a model folder of one); the final model in RUN/ is a complete checkpoint folder in the original layout.
+See export/train/README.md.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 from export.unipercept import reference as unipercept, tiny  # noqa: E402
 from export.train import data, train  # noqa: E402
+from export.train.checkpoints import latest_step_folder, read_step_tensors  # noqa: E402
 from export.train.engine import load_pixels  # noqa: E402
 from export.train.policy import Policy, Prompts  # noqa: E402
 
@@ -133,28 +135,80 @@ def test_mixed_stage1_loss_falls(unipercept_tiny_checkpoint: Path, mixed_data, t
     assert unipercept.ReferenceScorer(tmp_path / "run").rate(mixed_data["images"] / "synthetic_00.png").keys() == {"iaa", "iqa", "ista"}
 
 
-def run_killed_after_first_checkpoint(command: list[str], output: Path) -> None:
-    """Start a training run as its own process and SIGKILL it once its first step checkpoint is complete."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
-    process = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def run_killed_after_first_checkpoint(command: list[str], output: Path, threads: int = 2) -> None:
+    """Start a training run and SIGKILL it, and every process it started, once its first step checkpoint is
+    complete. torchrun starts each worker in a session of its own, so the workers are killed one by one, first."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
+    process = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     try:
-        while process.poll() is None and not list((output / "checkpoints").glob("step-*/trainer_state.pt")):
+        while process.poll() is None and latest_step_folder(output) is None:
             time.sleep(0.2)
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
+            for worker in children(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
         log = process.communicate()[1]
     assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{log}"
 
 
-def assert_same_trained_state(first: Path, second: Path, step: int) -> None:
+def test_resume_takes_the_newest_complete_step_checkpoint(tmp_path: Path) -> None:
+    """A `.partial` folder (a killed save) or a folder without progress.json is never resumed from."""
+    steps = tmp_path / "checkpoints"
+    for name in ("step-0000002", "step-0000004", "step-0000006.partial", "step-0000008"):
+        (steps / name).mkdir(parents=True)
+    for name in ("step-0000002", "step-0000004", "step-0000006.partial"):
+        (steps / name / "progress.json").write_text("{}")
+    assert latest_step_folder(tmp_path) == steps / "step-0000004"
+    assert latest_step_folder(tmp_path / "elsewhere") is None
+    old = tmp_path / "old" / "checkpoints" / "step-0000500"
+    old.mkdir(parents=True)
+    (old / "trainer_state.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="old whole-state format"):
+        latest_step_folder(tmp_path / "old")
+
+
+def test_step_metadata_that_names_other_code_is_refused(tmp_path: Path) -> None:
+    """DCP's `.metadata` is a pickle: one that would call anything but the index classes is refused, not run."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "ran"),))
+
+    (tmp_path / ".metadata").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(pickle.UnpicklingError, match="not part of a checkpoint index"):
+        read_step_tensors(tmp_path)
+    assert not (tmp_path / "ran").exists()
+
+
+def trained_tensors(run: Path, step: int) -> dict[str, torch.Tensor]:
+    """The float32 trained parameters in a run's sharded step checkpoint, whole, under their parameter names."""
+    tensors = read_step_tensors(run / "checkpoints" / f"step-{step:07d}")
+    return {key.removeprefix("trained."): value for key, value in tensors.items() if key.startswith("trained.")}
+
+
+def assert_same_trained_state(first: Path, second: Path, step: int, atol: float = 1e-5) -> None:
     """The float32 trained parameters of two runs at `step` agree (same run, however often interrupted)."""
-    name = f"checkpoints/step-{step:07d}/trainer_state.pt"
-    a = torch.load(first / name, weights_only=True)["trainable"]
-    b = torch.load(second / name, weights_only=True)["trainable"]
+    a, b = trained_tensors(first, step), trained_tensors(second, step)
     assert a.keys() == b.keys() and a
     for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+        assert torch.allclose(a[key], b[key], atol=atol, rtol=1e-4), key
 
 
 def test_stage1_resumes_after_a_kill_and_continues_the_same_run(unipercept_tiny_checkpoint: Path, mixed_data,

@@ -53,8 +53,13 @@ def test_a_few_steps_move_scores_toward_targets_and_resume(unipercept_tiny_check
     ]
     assert train.main(common + ["--steps", "8"]) == 0
     step4 = tmp_path / "run" / "checkpoints" / "step-0000004"
-    assert (step4 / "trainer_state.pt").is_file() and (step4 / "config.json").is_file()
-    assert unipercept.ReferenceScorer(step4).rate(images / "synthetic_00.png").keys() == {"iaa", "iqa", "ista"}
+    # A step checkpoint is the sharded trainer state (one process here: one shard file), not a model folder.
+    assert sorted(p.name for p in step4.iterdir()) == [".metadata", "__0_0.distcp", "progress.json"]
+    # ... which export_step turns into a checkpoint folder the reference scorer loads.
+    from export.train.export_step import main as export_step
+
+    assert export_step([str(step4), str(tmp_path / "step4")]) == 0
+    assert unipercept.ReferenceScorer(tmp_path / "step4").rate(images / "synthetic_00.png").keys() == {"iaa", "iqa", "ista"}
 
     assert train.main(common + ["--steps", "10", "--resume"]) == 0
     log = capsys.readouterr().err
