@@ -67,7 +67,9 @@ class OnnxBackend:
       native-resolution crops: those need every decoded pixel);
     - ``prepare(image, region)``: the views the graph reads: the whole image resized from `region`
       (the part of a draft-decoded image that holds the picture) and, when the manifest has
-      ``input.crops``, the native-resolution crops of the full image.
+      ``input.crops``, the native-resolution crops of the full image;
+    - ``crop_views``: how many crops the graph takes per image when its shape fixes the number
+      (None: any number, or no crops); the quality map reads a cell with as many as it needs.
     """
 
     def __init__(
