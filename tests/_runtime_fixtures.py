@@ -98,12 +98,13 @@ def tiny_package(tmp_path_factory) -> Path:
     return make_package(tmp_path_factory.mktemp("models") / "tiny", size=(64, 64))
 
 
-def tiny_two_view_model(size: tuple[int, int] = (32, 32), crop: int = 16, crops: int = 5) -> onnx.ModelProto:
+def tiny_two_view_model(size: tuple[int, int] = (32, 32), crop: int = 16, crops: int | None = 5) -> onnx.ModelProto:
     """pixels [N,3,H,W] + crops [N,K,3,c,c] -> scores [N,3]: iaa and ista from the whole view as in
-    `tiny_scoring_model`, iqa = sigmoid(mean of every crop pixel) (a real two-input graph)."""
+    `tiny_scoring_model`, iqa = sigmoid(mean of every crop pixel) (a real two-input graph).
+    `crops`: K, fixed in the graph's shape; None: any number of crops (a symbolic dimension)."""
     height, width = size
     pixels = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, height, width])
-    crop_input = helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["N", crops, 3, crop, crop])
+    crop_input = helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["N", "K" if crops is None else crops, 3, crop, crop])
     scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])
     nodes = [
         helper.make_node("ReduceMean", ["pixels", "axes"], ["means"], keepdims=0),
@@ -135,10 +136,13 @@ def tiny_two_view_model(size: tuple[int, int] = (32, 32), crop: int = 16, crops:
     return model
 
 
-def make_two_view_package(folder: Path, crop: int = 16, grid=(3, 3), cells=((0, 1), (1, 0), (1, 1), (1, 2), (2, 1))) -> Path:
-    """A package whose graph also reads native-resolution crops (manifest `input.crops`)."""
+def make_two_view_package(
+    folder: Path, crop: int = 16, grid=(3, 3), cells=((0, 1), (1, 0), (1, 1), (1, 2), (2, 1)), any_crop_count: bool = False
+) -> Path:
+    """A package whose graph also reads native-resolution crops (manifest `input.crops`);
+    `any_crop_count`: its graph takes any number of crops per image, as the bundled one does."""
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(tiny_two_view_model(crop=crop, crops=len(cells)), folder / "model.onnx")
+    onnx.save(tiny_two_view_model(crop=crop, crops=None if any_crop_count else len(cells)), folder / "model.onnx")
     manifest = {
         "name": "tiny-two-view",
         "version": "0.0.1",

@@ -67,7 +67,9 @@ class OnnxBackend:
       native-resolution crops: those need every decoded pixel);
     - ``prepare(image, region)``: the views the graph reads: the whole image resized from `region`
       (the part of a draft-decoded image that holds the picture) and, when the manifest has
-      ``input.crops``, the native-resolution crops of the full image.
+      ``input.crops``, the native-resolution crops of the full image;
+    - ``crop_views``: how many crops the graph takes per image when its shape fixes the number
+      (None: any number, or no crops); the quality map reads a cell with as many as it needs.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class OnnxBackend:
         self.providers = self.session.get_providers()
         self._input_name = self._find_input()
         self._crops_name = self._find_crops_input(weights)
+        self.crop_views = self._fixed_crop_views()
         self._output_names = sorted({axis.tensor for axis in package.outputs.values()})
         missing = set(self._output_names) - {o.name for o in self.session.get_outputs()}
         if missing:
@@ -185,6 +188,14 @@ class OnnxBackend:
                 f"{weights}: graph input {crops.tensor!r} has shape {shape}, manifest's input.crops says [N, {', '.join(map(str, expected))}]"
             )
         return crops.tensor
+
+    def _fixed_crop_views(self) -> int | None:
+        """How many crops the graph takes per image when its shape fixes it; None when it takes
+        any number (a symbolic dimension) or reads no crops. The quality map reads cells with it."""
+        if self._crops_name is None:
+            return None
+        views = next(i.shape for i in self.session.get_inputs() if i.name == self._crops_name)[1]
+        return views if isinstance(views, int) else None
 
     def _check_input_size(self, weights) -> None:
         shape = next(i.shape for i in self.session.get_inputs() if i.name == self._input_name)

@@ -8,8 +8,13 @@ the image's own, so a cell's iqa is on the same scale as the image's. This holds
 network a package ships, as long as it keeps the package contract.
 
 Cells tile the image. By default each cell is as close to one crop as the image allows at its
-working scale (never smaller), so a cell's crops lie inside it and judge its pixels only; a cell
-larger than a crop is read by K crops spread along its diagonal.
+working scale (never smaller), so a cell's crops lie inside it and judge its pixels only.
+
+How many crops read a cell follows the graph. Where its crops input takes any number of views (the
+bundled model's does: it pools each crop's statistics by their mean), a cell is read by the crops
+that tile it, one per crop width along each axis, rounded: a default cell by the one crop at its
+centre. The same crop K times would pool to the same iqa, so one is K times less work for the same
+number. Where the graph fixes K views, a cell is read by K crops spread along its diagonal.
 """
 
 from __future__ import annotations
@@ -126,16 +131,34 @@ def crop_origins(start: float, end: float, size: int, limit: int, count: int) ->
     return [min(max(round(centre - size / 2), 0), limit - size) for centre in centres]
 
 
-def cell_crops(working: Image.Image, box: Box, scale: tuple[float, float], spec: InputSpec) -> np.ndarray:
-    """The K normalised crops [K, 3, S, S] that read one cell (`box` in image pixels, `scale` from
-    image to working pixels), cut from the working-size image along the cell's diagonal."""
+class CropLayout(NamedTuple):
+    """How the crops that read one cell lie: `across` x `down` crops tiling it, or, when `diagonal`,
+    `across` (= `down`) crops along its diagonal (a graph that takes exactly that many views)."""
+
+    across: int
+    down: int
+    diagonal: bool
+
+
+def crop_layout(cell_width: float, cell_height: float, crops: CropSpec, fixed_views: int | None) -> CropLayout:
+    """The crops for cells of cell_width x cell_height working pixels: the graph's fixed K along the
+    diagonal, or, when it takes any number, one per crop width each way (rounded, at least one)."""
+    if fixed_views is not None:
+        return CropLayout(fixed_views, fixed_views, diagonal=True)
+    return CropLayout(max(1, round(cell_width / crops.size)), max(1, round(cell_height / crops.size)), diagonal=False)
+
+
+def cell_crops(working: Image.Image, box: Box, scale: tuple[float, float], spec: InputSpec, layout: CropLayout) -> np.ndarray:
+    """The normalised crops [views, 3, S, S] that read one cell (`box` in image pixels, `scale` from
+    image to working pixels), cut from the working-size image as `layout` says."""
     crops = spec.crops
     assert crops is not None
     x0, y0, x1, y1 = box
-    lefts = crop_origins(x0 * scale[0], x1 * scale[0], crops.size, working.width, crops.count)
-    tops = crop_origins(y0 * scale[1], y1 * scale[1], crops.size, working.height, crops.count)
-    tensors = np.empty((crops.count, 3, crops.size, crops.size), dtype=np.float32)
-    for tensor, left, top in zip(tensors, lefts, tops):
+    lefts = crop_origins(x0 * scale[0], x1 * scale[0], crops.size, working.width, layout.across)
+    tops = crop_origins(y0 * scale[1], y1 * scale[1], crops.size, working.height, layout.down)
+    origins = list(zip(lefts, tops)) if layout.diagonal else [(left, top) for top in tops for left in lefts]
+    tensors = np.empty((len(origins), 3, crops.size, crops.size), dtype=np.float32)
+    for tensor, (left, top) in zip(tensors, origins):
         to_tensor(working.crop((left, top, left + crops.size, top + crops.size)), spec, out=tensor)
     return tensors
 
@@ -168,17 +191,20 @@ def make_map(
     working = to_working_size(image, backend.package.input)
     scale = (working.width / image.width, working.height / image.height)
     boxes = cell_boxes(image.width, image.height, grid)
-    inputs = [(whole, image_crops)] + [(whole, cell_crops(working, box, scale, backend.package.input)) for box in boxes]
-    scores = _infer_in_runs(backend, inputs, infer_gate or nullcontext())
+    # One layout for every cell (from the nominal cell size), so that the cells batch together.
+    layout = crop_layout(working.width / grid[1], working.height / grid[0], crops, getattr(backend, "crop_views", crops.count))
+    cell_inputs = [(whole, cell_crops(working, box, scale, backend.package.input, layout)) for box in boxes]
+    scores = _infer_in_runs(backend, [(whole, image_crops)], cell_inputs, infer_gate or nullcontext())
     if not all(math.isfinite(value) for value in scores):
         raise QualityMapError(f"{path or 'image'}: the model gave no finite iqa for some cells (NaN or infinity)")
     # Box and scores are in the decoded image's pixels, which are the picture's (no draft decode).
     return QualityMap(path, decoded.width, decoded.height, scores[0], grid, tuple(Cell(b, s) for b, s in zip(boxes, scores[1:])))
 
 
-def _infer_in_runs(backend: Backend, inputs: list, gate: AbstractContextManager[Any]) -> list[float]:
-    """iqa of each input: batches of CELLS_PER_RUN, as many runs at once as the backend allows."""
-    chunks = [inputs[start : start + CELLS_PER_RUN] for start in range(0, len(inputs), CELLS_PER_RUN)]
+def _infer_in_runs(backend: Backend, image_input: list, cell_inputs: list, gate: AbstractContextManager[Any]) -> list[float]:
+    """iqa of the image's own input, then of each cell's: the image alone (its crops may be more
+    than a cell's), the cells in batches of CELLS_PER_RUN, as many runs at once as the backend allows."""
+    chunks = [image_input] + [cell_inputs[start : start + CELLS_PER_RUN] for start in range(0, len(cell_inputs), CELLS_PER_RUN)]
 
     def run(chunk: list) -> list[float]:
         with gate:

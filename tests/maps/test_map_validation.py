@@ -1,11 +1,10 @@
 """The map finds a damaged region on clean held-out photos (issue 25), on two of bench/bench_map.py's photos.
 
-The bench runs six photos, three places each, and prints the AUC per kind and strength; this checks
-its first place on its first two photos (Path, EveningGlow), with the bench's own damage and AUC.
-Where the bench's mean is at least 0.85 the bar here is 0.8 (two photos, one place each, are a
-noisy sample); noise at both strengths and JPEG at the moderate one fall below 0.85 in the bench
-(on FallenLeaf's out-of-focus background and Grey's texture, noise reads as detail), so noise must
-reach the issue's 0.85 on these two, and moderate JPEG is not claimed.
+The bench reports the AUC per kind and strength on its seven measuring photos; this checks its
+first place on two of its tuning photos (Path, EveningGlow), with the bench's own damage and AUC,
+so that a change that blinds the map fails here. Bars: 0.8 (two photos, one place each, are a noisy
+sample), 0.85 where both photos are far above it; moderate JPEG blocks are not claimed (the bench
+finds them on neither set at 0.85, and on Path's first place at 0.53).
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import bench_map  # noqa: E402
 
 PHOTOS = ("Path", "EveningGlow")
-CHECKS = [("strong", "blur", 0.8), ("strong", "noise", 0.85), ("strong", "jpeg", 0.8), ("strong", "pixelate", 0.8)]
-CHECKS += [("moderate", "blur", 0.8), ("moderate", "pixelate", 0.8)]
+CHECKS = [("strong", "blur", 0.8), ("strong", "noise", 0.85), ("strong", "jpeg", 0.8), ("strong", "pixelate", 0.85)]
+CHECKS += [("moderate", "blur", 0.8), ("moderate", "noise", 0.85), ("moderate", "pixelate", 0.85)]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from PIL import Image, ImageFilter
 
 from perceptlite import QualityMap, QualityMapError, Scorer
 from perceptlite.backends.preprocess import crop_boxes, prepare_crops, to_tensor
-from perceptlite.maps.grid import auto_grid, cell_boxes, crop_origins, parse_grid, to_working_size
+from perceptlite.maps.grid import CropLayout, auto_grid, cell_boxes, crop_layout, crop_origins, parse_grid, to_working_size
 from perceptlite.package.manifest import CropSpec, load_package
 
 WALLPAPER = "/usr/share/wallpapers/Path/contents/images/2560x1600.jpg"
@@ -21,6 +21,11 @@ WALLPAPER = "/usr/share/wallpapers/Path/contents/images/2560x1600.jpg"
 @pytest.fixture(scope="module")
 def two_view(tmp_path_factory):
     return make_two_view_package(tmp_path_factory.mktemp("models") / "two-view")
+
+
+@pytest.fixture(scope="module")
+def any_count(tmp_path_factory):
+    return make_two_view_package(tmp_path_factory.mktemp("models") / "any-count", any_crop_count=True)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +50,40 @@ def test_each_cell_is_read_by_the_crop_network_alone(two_view):
     assert quality.iqa == pytest.approx(scorer.score(image).iqa, abs=1e-9)
     assert quality.values() == pytest.approx(np.vectorize(_sigmoid_score)(greys), abs=1e-3)
     assert quality.cells[7].box == (16, 16, 32, 32)
+
+
+def test_a_graph_taking_any_number_of_crops_reads_each_cell_by_its_own_crops(any_count):
+    """Same flat-grey cells through a graph whose crop count is free: one crop per cell, each cell's
+    own grey; a coarser grid's cells are read by the crops tiling them (still one grey each)."""
+    scorer = Scorer(any_count, device="cpu")
+    assert scorer.backend.crop_views is None
+    greys = np.arange(24, dtype=np.float64).reshape(4, 6) * 10
+    image = np.repeat(np.kron(greys, np.ones((16, 16))).astype(np.uint8)[:, :, None], 3, axis=2)
+    quality = scorer.quality_map(image)
+    assert quality.iqa == pytest.approx(scorer.score(image).iqa, abs=1e-9)
+    assert quality.values() == pytest.approx(np.vectorize(_sigmoid_score)(greys), abs=1e-3)
+    coarse = scorer.quality_map(image, grid=(2, 3)).values()  # 2 x 2 crops per 32 x 32 cell
+    expected = np.vectorize(_sigmoid_score)(greys.reshape(2, 2, 3, 2).mean(axis=(1, 3)))
+    assert coarse == pytest.approx(expected, abs=1e-3)
+
+
+def test_crop_layout_follows_the_graph():
+    crops = CropSpec(size=224, grid=(3, 3), max_side=1536)
+    assert crop_layout(256, 230, crops, fixed_views=None) == CropLayout(1, 1, diagonal=False)  # a default cell
+    assert crop_layout(768, 576, crops, fixed_views=None) == CropLayout(3, 3, diagonal=False)
+    assert crop_layout(100, 100, crops, fixed_views=None) == CropLayout(1, 1, diagonal=False)
+    assert crop_layout(256, 230, crops, fixed_views=3) == CropLayout(3, 3, diagonal=True)
+
+
+def test_the_bundled_graph_pools_one_crop_as_it_pools_the_same_crop_three_times(bundled):
+    """Why one crop may read a default cell: K copies of a crop give the iqa of the crop alone."""
+    assert bundled.backend.crop_views is None  # the bundled graph takes any number of crops
+    photo = Image.open(WALLPAPER).convert("RGB")
+    whole, crops = bundled.backend.prepare(photo)
+    one = bundled.backend.infer([(whole, crops[:1])])[0]["iqa"]
+    thrice = bundled.backend.infer([(whole, np.repeat(crops[:1], 3, axis=0))])[0]["iqa"]
+    assert one == pytest.approx(thrice, abs=1e-3)
+    assert abs(one - bundled.backend.infer([(whole, crops[1:2])])[0]["iqa"]) > 1e-3  # another crop reads differently
 
 
 def test_cells_tile_the_image_in_its_own_pixels():
