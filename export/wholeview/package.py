@@ -10,10 +10,11 @@ from pathlib import Path
 
 from perceptlite.package.manifest import write_package
 
-from .quality_model import CROP_CELLS, CROP_LAYOUT, CROP_MAX_SIDE, CROP_SIZE, IQA_HIDDEN, input_spec
+from .model import CROP_CELLS, CROP_LAYOUT, CROP_MAX_SIDE, CROP_SIZE, IQA_HIDDEN, input_spec
+from .config import VARIANT_FILES, WORK_FILES
+from export.common.errors import FactoryError
 
 NAME = "perceptlite-base"
-VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 DESCRIPTION = (
     "EfficientNet-Lite0 student (iaa, ista distilled from open teachers) with an iqa head learnt from "
     f"human opinion scores on crops at the photo's working size (its own pixels up to {CROP_MAX_SIDE:,} px); not UniPercept"
@@ -30,8 +31,8 @@ def _read(path: Path) -> dict:
 
 
 def build_manifest(work: Path, version: str, command: str, fidelity: dict | None, name: str = NAME) -> dict:
-    student = _read(work / "student-0.1.0.json").get("provenance", {})
-    fit = _read(work / "fit.json")
+    student = _read(work / WORK_FILES["student_provenance"]).get("provenance", {})
+    fit = _read(work / WORK_FILES["fit"])
     return {
         "name": name,
         "version": version,
@@ -49,16 +50,16 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
             "iqa": {
                 "what": f"MLP head ({IQA_HIDDEN} hidden units) on the mean and standard deviation of every backbone block's output, averaged over {len(CROP_CELLS)} {CROP_SIZE}-px crops ({CROP_LAYOUT} of a 3 x 3 grid) of the photo at its own pixels up to {CROP_MAX_SIDE} px on the long side, as if resized to {CROP_MAX_SIDE} px above it",
                 "trained_on": TRAINED_ON + _teacher_words(fit.get("teacher")),
-                "held_out": "dev photos with sha256(file name) % 100 < 25 (export/student/splits.py): never trained on; 6 wallpaper photos never trained on",
+                "held_out": "dev photos with sha256(file name) % 100 < 25 (export/common/splits.py): never trained on; 6 wallpaper photos never trained on",
                 "fit": fit,
             },
             "iaa": {
                 "what": "the student's iaa head (distilled from NIMA) blended with a ridge on the whole view's block statistics (fitted to NIMA's iaa of the distillation's training label records: clean, distorted and cropped corpus photos), through a monotone map onto the spread of AVA's human mean ratings",
-                "calibration": _read(work / "iaa_knots.json"),
+                "calibration": _read(work / WORK_FILES["iaa_knots"]),
             },
             "ista": {"what": "the student's ista head, unchanged"},
             "student": student,
-            "speed": _read(work / "speed.json"),
+            "speed": _read(work / WORK_FILES["speed"]),
             "command": command,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
@@ -68,13 +69,13 @@ def build_manifest(work: Path, version: str, command: str, fidelity: dict | None
 
 def write_quality_package(work: Path, out: Path, version: str, command: str, fidelity: dict | None, name: str = NAME) -> Path:
     """Copy the ONNX files into `out`, write its manifest and model card."""
-    from .quality_card import model_card
+    from .card import model_card
 
     out.mkdir(parents=True, exist_ok=True)
     for filename in VARIANT_FILES.values():
         source = work / filename
         if not source.is_file():
-            raise SystemExit(f"{source}: missing; run `python -m export.student.quality export` first")
+            raise FactoryError(f"{source}: missing; run `python -m export.wholeview export` first")
         if not (out / filename).is_file() or (out / filename).read_bytes() != source.read_bytes():
             shutil.copyfile(source, out / filename)
     manifest = build_manifest(work, version, command, fidelity, name)

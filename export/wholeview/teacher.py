@@ -1,7 +1,7 @@
 """A no-reference teacher (UniPercept) as a second, weaker source of iqa targets for the crop head.
 
-    python -m export.student.quality teacher --student STUDENT --work WORK --teacher unipercept:CKPT [--teacher-images N]
-    python -m export.student.quality fit --work WORK --teacher-weight 0.5
+    python -m export.wholeview teacher --student STUDENT --work WORK --teacher unipercept:CKPT [--teacher-images N]
+    python -m export.wholeview fit --work WORK --teacher-weight 0.5
 
 The teacher rates each photo as it was built to: its own 448 x 448 view of the whole image (UniPercept
 stretches the whole picture to 448 px; the scores of the three axes come from one image encoding). The
@@ -12,7 +12,7 @@ is the target of the mean-pooled crops of the same photo, like a MOS, never a la
 
 The step writes, in the work folder:
   teacher_labels.jsonl      the teacher's scores of the unrated photos (default: the training split of
-                            ../shared/corpus, export/student/splits.py), in export.student.label's format;
+                            ../shared/corpus, export/common/splits.py), in export.distill.label's format;
                             resumed, never recomputed, when the step runs again
   teacher_dev_labels.jsonl  the teacher's scores of the dev photos' training part (never the held-out
                             part): the photos rated by both people and the teacher, used only to map the
@@ -36,24 +36,25 @@ from tqdm import tqdm
 
 from perceptlite.images.decode import decode_file
 
-from .label import Sample, iter_samples, label_samples, read_records
-from .splits import is_heldout
+from export.distill.label import Sample, iter_samples, label_samples, read_records
+from export.common.splits import is_heldout
+from .config import WORK_FILES
 
 if TYPE_CHECKING:
-    from .quality_features import FeatureSession
+    from .features import FeatureSession
 
-TEACHER_LABELS = "teacher_labels.jsonl"
-TEACHER_DEV_LABELS = "teacher_dev_labels.jsonl"
-TEACHER_FEATURES = "teacher_features.npz"
+TEACHER_LABELS = WORK_FILES["teacher_labels"]
+TEACHER_DEV_LABELS = WORK_FILES["teacher_dev_labels"]
+TEACHER_FEATURES = WORK_FILES["teacher_features"]
 DEFAULT_TEACHER_WEIGHT = 0.5
 MIN_MAPPED_PHOTOS = 10  # photos rated by both below which the teacher's scale is taken as is
-NATIVE = 0  # export.student.label's max_side for "decode at full size": the teacher makes its own 448-px view
+NATIVE = 0  # export.distill.label's max_side for "decode at full size": the teacher makes its own 448-px view
 SAVE_EVERY = 100  # photos between two writes of the feature cache (an interrupted step resumes from there)
 
 
 def load_iqa_teacher(spec: str):
-    """The teacher named by `spec` (export.student.teachers.load_teacher), if it rates iqa without a reference."""
-    from .teachers import load_teacher
+    """The teacher named by `spec` (export.teachers.load_teacher), if it rates iqa without a reference."""
+    from export.teachers import load_teacher
 
     teacher = load_teacher(spec)
     if "iqa" not in teacher.axes or getattr(teacher, "full_reference", False):
@@ -73,13 +74,13 @@ def dev_samples(photos: Sequence[tuple[Path, float, bool]]) -> list[Sample]:
 
 
 def label_with_teacher(teacher, samples: Sequence[Sample], out: Path) -> dict:
-    """Teacher scores of every sample not yet in `out` (export.student.label's resumable writer)."""
+    """Teacher scores of every sample not yet in `out` (export.distill.label's resumable writer)."""
     return label_samples(list(samples), [teacher], out, NATIVE)
 
 
 def cache_teacher_features(session: FeatureSession, records: Sequence[dict], out: Path) -> dict:
     """Per-crop features of each labelled photo, keyed by its label key; keys already in `out` are kept."""
-    from .quality_features import _save_npz
+    from .features import _save_npz
 
     keys, features = [], []
     if out.is_file():
@@ -104,7 +105,7 @@ def teacher_step(teacher, session: FeatureSession, work: Path, roots: Sequence[P
         counts["dev"] = label_with_teacher(teacher, dev_samples(dev), work / TEACHER_DEV_LABELS)
     counts["features"] = cache_teacher_features(session, read_records(work / TEACHER_LABELS), work / TEACHER_FEATURES)
     counts["teacher"] = teacher.describe()
-    (work / "teacher.json").write_text(json.dumps(counts, indent=2) + "\n")
+    (work / WORK_FILES["teacher_summary"]).write_text(json.dumps(counts, indent=2) + "\n")
     return counts
 
 
@@ -124,7 +125,7 @@ def monotone_map(teacher: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray, np.n
 def teacher_term(work: Path, dev_names: np.ndarray, dev_mos: np.ndarray, dev_held: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict] | None:
     """(per-crop features [N, crops, D], targets on the MOS scale [N], summary) of the teacher's photos, or
     None when the work folder holds no teacher labels."""
-    from scipy.stats import spearmanr
+    from perceptlite.datasets.metrics import srcc as spearman
 
     records = {r["key"]: r for r in read_records(work / TEACHER_LABELS, missing_ok=True) if r.get("iqa") is not None}
     if not records or not (work / TEACHER_FEATURES).is_file():
@@ -140,7 +141,7 @@ def teacher_term(work: Path, dev_names: np.ndarray, dev_mos: np.ndarray, dev_hel
         pairs = np.array(both)
         xs, ys = monotone_map(pairs[:, 0], pairs[:, 1])
         targets = np.interp(raw, xs, ys)
-        srcc = spearmanr(pairs[:, 0], pairs[:, 1])[0]
+        srcc = spearman(pairs[:, 0], pairs[:, 1])
         summary["mapping"] = {
             "kind": "isotonic fit of MOS on the teacher's iqa (photos rated by both)",
             "photos_rated_by_both": len(both),

@@ -12,16 +12,18 @@ import torch
 from perceptlite.images.decode import decode_file
 from perceptlite.backends.preprocess import prepare_crops, prepare_pixels
 
-from .quality_fit import load_iqa_head
-from .quality_model import IaaBlend, PerceptModel, export_model_onnx, input_spec, load_student_weights
-from .quantize import quantize_int8
+from .fit import load_iqa_head
+from .model import IaaBlend, PerceptModel, export_model_onnx, input_spec, load_student_weights
+from export.common.quantize import quantize_int8
+from .config import WORK_FILES
+from export.common.errors import FactoryError
 
 MAX_ABS_DIFF = 0.05  # score points between ONNX Runtime and torch
 
 
 def build_model(work: Path, student: Path) -> PerceptModel:
-    knots = json.loads((work / "iaa_knots.json").read_text())["knots"]
-    blend = IaaBlend.load(work / "iaa_blend.npz")
+    knots = json.loads((work / WORK_FILES["iaa_knots"]).read_text())["knots"]
+    blend = IaaBlend.load(work / WORK_FILES["iaa_blend"])
     return PerceptModel(load_student_weights(student), load_iqa_head(work), blend, [tuple(k) for k in knots]).eval()
 
 
@@ -37,7 +39,7 @@ def export_package_files(work: Path, student: Path, calibration_photos: Sequence
     import onnxruntime as ort
 
     model = build_model(work, student)
-    fp32 = export_model_onnx(model, work / "model.onnx")
+    fp32 = export_model_onnx(model, work / WORK_FILES["fp32"])
     inputs = [model_inputs(p) for p in calibration_photos]
     session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     worst = 0.0
@@ -47,8 +49,8 @@ def export_package_files(work: Path, student: Path, calibration_photos: Sequence
             torch_scores = model(torch.from_numpy(item["pixels"][None]), torch.from_numpy(item["crops"][None])).numpy()
         worst = max(worst, float(np.abs(onnx_scores - torch_scores).max()))
     if worst > MAX_ABS_DIFF:
-        raise SystemExit(f"{fp32}: ONNX Runtime differs from torch by {worst:.3f} points (limit {MAX_ABS_DIFF})")
-    quantize_int8(fp32, work / "model.int8.onnx", inputs)
+        raise FactoryError(f"{fp32}: ONNX Runtime differs from torch by {worst:.3f} points (limit {MAX_ABS_DIFF})")
+    quantize_int8(fp32, work / WORK_FILES["int8"], inputs)
     summary = {"onnx_vs_torch_max_abs": round(worst, 5), "calibration_images": len(inputs)}
-    (work / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (work / WORK_FILES["export_summary"]).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

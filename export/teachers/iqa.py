@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..fr_metrics import gmsd, haarpsi, ms_ssim
+from .fr_metrics import gmsd, haarpsi, ms_ssim
 from .base import clip_score
 
 WEIGHTS = {"haarpsi": 0.5, "ms_ssim": 0.25, "gmsd": 0.25}
@@ -57,9 +57,9 @@ class SyntheticIqaTeacher:
         return {
             "name": self.name,
             "axes": list(self.axes),
-            "what": "full-reference pseudo-MOS of synthetically distorted images (see export/student/distortions.py)",
+            "what": "full-reference pseudo-MOS of synthetically distorted images (see export/common/distortions.py)",
             "measures": ["MS-SSIM (Wang et al. 2003)", "GMSD (Xue et al. 2014)", "HaarPSI colour (Reisenhofer et al. 2018)"],
-            "implementation": "export/student/fr_metrics.py (numpy/scipy, no weights)",
+            "implementation": "export/teachers/fr_metrics.py (numpy/scipy, no weights)",
             "weights": "none",
             "licence": "Apache-2.0 (this repository's own code)",
             "mapping": "100 * (0.5*HaarPSI + 0.25*clip((MS-SSIM-0.4)/0.6,0,1) + 0.25*clip(1-GMSD/0.3,0,1)); clean image = 100",

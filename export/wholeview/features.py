@@ -20,8 +20,9 @@ from perceptlite.images.decode import decode_file
 from perceptlite.backends.preprocess import prepare_crops
 from perceptlite.records.publish import atomic_output
 
-from .quality_model import IQA_FEATURES, export_features_onnx, input_spec, load_student_weights
-from .size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side
+from .model import IQA_FEATURES, export_features_onnx, input_spec, load_student_weights
+from export.common.size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side
+from .config import WORK_FILES
 
 
 class FeatureSession:
@@ -47,7 +48,7 @@ class FeatureSession:
 def feature_session(student: Path, work: Path) -> FeatureSession:
     """Export (once) and open the feature extractor of `student`."""
     work.mkdir(parents=True, exist_ok=True)
-    onnx_path = work / "features.onnx"
+    onnx_path = work / WORK_FILES["features_onnx"]
     stamp = work / "features.source"
     source = json.dumps({"student": str(Path(student).resolve()), "bytes": os.path.getsize(student), "mtime": os.path.getmtime(student), "block_features": IQA_FEATURES})
     if not onnx_path.is_file() or not stamp.is_file() or stamp.read_text() != source:

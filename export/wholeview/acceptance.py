@@ -18,15 +18,17 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from perceptlite import Scorer
+from perceptlite.datasets.metrics import srcc
 
-from .quality import CORPUS, EVAL_WALLPAPERS, dev_photos, wallpaper_photo
-from .quality_fit import agreement
-from .size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side, smooth_ladder_image
-from .splits import is_heldout
+
+from .fit import agreement
+from export.common.size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side, smooth_ladder_image
+from export.common.splits import is_heldout
+from .config import CORPUS, EVAL_WALLPAPERS, WORK_FILES, dev_photos, wallpaper_photo
+from export.common.errors import FactoryError
 
 LADDER_SIZES = (500, 1500, 4000)
 DRIFT_SIZES = (500, 1000, 1500, 2000, 4000)  # around the crops' 1,536-px working size
@@ -35,10 +37,9 @@ TARGETS = {"iqa_srcc": 0.82, "iqa_plcc": 0.82, "iqa_mae": 15.0, "ladder": -0.8, 
 
 
 def _srcc(a: Sequence[float], b: Sequence[float]) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
-    return float(spearmanr(a, b)[0])
+    """Spearman rank correlation; 0.0 when either side is constant (scores that do not move rank nothing)."""
+    value = srcc(a, b)
+    return 0.0 if np.isnan(value) else value
 
 
 def score_paths(scorer: Scorer, paths: Sequence[Path], desc: str) -> np.ndarray:
@@ -46,7 +47,7 @@ def score_paths(scorer: Scorer, paths: Sequence[Path], desc: str) -> np.ndarray:
     rows = []
     for result in tqdm(scorer.score_many([str(p) for p in paths]), total=len(paths), desc=desc, unit="img"):
         if result.error:
-            raise SystemExit(f"{result.path}: {result.error}")
+            raise FactoryError(f"{result.path}: {result.error}")
         rows.append((result.iaa, result.iqa, result.ista))
     return np.asarray(rows, dtype=np.float64)
 
@@ -115,7 +116,7 @@ def heldout_corpus() -> list[Path]:
 
 
 def iaa_and_ista(scorer: Scorer, corpus: Sequence[Path], ladder_photos: int = 12) -> dict:
-    from .teachers.nima import NimaTeacher
+    from export.teachers.nima import NimaTeacher
 
     scores = score_paths(scorer, corpus, "held-out corpus")
     nima = NimaTeacher()
@@ -137,10 +138,10 @@ def iaa_and_ista(scorer: Scorer, corpus: Sequence[Path], ladder_photos: int = 12
 def iaa_on_heldout_records(scorer: Scorer, work: Path) -> dict:
     """`iaa` vs NIMA on the held-out photos' clean and distorted label records: 0.1.0's acceptance protocol,
     where "today's 0.84" was measured (the label files the blend was fitted from, WORK/iaa_blend.json)."""
-    from .quality_aesthetics import blend_records
-    from .train import record_image
+    from .aesthetics import blend_records
+    from export.distill.train import record_image
 
-    labels = [Path(p) for p in json.loads((work / "iaa_blend.json").read_text())["labels"]]
+    labels = [Path(p) for p in json.loads((work / WORK_FILES["iaa_blend_summary"]).read_text())["labels"]]
     records = [r for r in blend_records(labels) if is_heldout(r["source"])]
     images = (record_image(r) for r in records)
     iaa = [r.iaa for r in tqdm(scorer.score_many(images), total=len(records), desc="held-out records", unit="img")]
@@ -160,7 +161,7 @@ def measure_package(package: Path, work: Path) -> dict:
     """Every acceptance number of the package in `package` (default variant unless said)."""
     scorer = Scorer(package, device="cpu")
     corpus = heldout_corpus()
-    fit = json.loads((work / "fit.json").read_text())
+    fit = json.loads((work / WORK_FILES["fit"]).read_text())
     dev_held = [p for p, _, held in dev_photos() if held]
     result = {
         "measured_with": "perceptlite.Scorer on the package's default variant (the runtime's decode, crops and resize)",

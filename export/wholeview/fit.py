@@ -1,6 +1,6 @@
 """Fit the iqa head: human opinion scores, plus a ranking term that keeps distortion ladders falling.
 
-The head is a one-hidden-layer MLP on standardised crop features (export/student/quality_model.IqaHead). Its loss is
+The head is a one-hidden-layer MLP on standardised crop features (export/wholeview/model.py's IqaHead). Its loss is
 
     mean (pred - mos)^2  +  alpha / n * |weights|^2  +  rank_weight * mean over ladder steps of relu(margin - (s_better - s_worse))^2
         +  teacher_weight * mean over the teacher's photos of (pred - map(teacher iqa))^2
@@ -9,7 +9,7 @@ where a ladder step is two adjacent levels (clean -> 1 -> ... -> 5) of one kind 
 size. Human scores set the scale and the ranking of real photos; the ladders teach the head that
 more noise, blur, compression or resampling never scores higher, including far past what the rated
 photos show. alpha is chosen by 5-fold cross-validation on the training part of the dev photos.
-The teacher term (export/student/quality_teacher.py; off without teacher labels or at weight 0) adds
+The teacher term (export/wholeview/teacher.py; off without teacher labels or at weight 0) adds
 unrated photos whose targets are a teacher's image-level iqa mapped onto the MOS scale.
 """
 
@@ -20,10 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import pearsonr, spearmanr
 
-from .quality import RANK_WEIGHT
-from .quality_model import CROP_CELLS, IQA_FEATURES, IqaHead
+from perceptlite.datasets.metrics import plcc, srcc
+
+
+from .model import CROP_CELLS, IQA_FEATURES, IqaHead
+from .config import RANK_WEIGHT, WORK_FILES
+from export.common.errors import FactoryError
 
 ALPHAS = (300.0, 1000.0, 3000.0, 10000.0)
 MARGIN = 2.0  # MOS points between adjacent ladder levels
@@ -33,7 +36,7 @@ FOLDS = 5
 def pooled(features: np.ndarray) -> np.ndarray:
     """Per-crop cached features [N, crops, D] -> the mean over the crops [N, D], as the model pools them."""
     if features.ndim != 3 or features.shape[1:] != (len(CROP_CELLS), IQA_FEATURES):
-        raise SystemExit(f"a feature cache of shape {features.shape} is not [images, {len(CROP_CELLS)} crops, {IQA_FEATURES}]: it was made for another model; delete it and re-run `features`")
+        raise FactoryError(f"a feature cache of shape {features.shape} is not [images, {len(CROP_CELLS)} crops, {IQA_FEATURES}]: it was made for another model; delete it and re-run `features`")
     return features.mean(axis=1)
 
 
@@ -93,8 +96,8 @@ def predict(head: IqaHead, x: np.ndarray) -> np.ndarray:
 
 def agreement(pred: np.ndarray, mos: np.ndarray) -> dict:
     return {
-        "srcc": round(float(spearmanr(pred, mos)[0]), 4),
-        "plcc": round(float(pearsonr(pred, mos)[0]), 4),
+        "srcc": round(srcc(pred, mos), 4),
+        "plcc": round(plcc(pred, mos, fit=False), 4),
         "mae": round(float(np.abs(pred - mos).mean()), 2),
         "images": int(len(mos)),
     }
@@ -125,13 +128,13 @@ def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_iqa_head(work: Path, rank_weight: float = RANK_WEIGHT, teacher_weight: float | None = None, alphas: tuple[float, ...] = ALPHAS) -> dict:
     """Choose alpha among `alphas` by cross-validation, fit on the whole training part, save WORK/iqa_head.pt + fit.json.
-    With teacher labels in WORK (export/student/quality_teacher.py), their term joins at `teacher_weight`."""
-    from .quality_teacher import DEFAULT_TEACHER_WEIGHT, teacher_term
+    With teacher labels in WORK (export/wholeview/teacher.py), their term joins at `teacher_weight`."""
+    from .teacher import DEFAULT_TEACHER_WEIGHT, teacher_term
 
     teacher_weight = DEFAULT_TEACHER_WEIGHT if teacher_weight is None else teacher_weight
-    dev = np.load(work / "dev_features.npz")
+    dev = np.load(work / WORK_FILES["dev_features"])
     x, y, held = pooled(dev["features"]).astype(np.float64), dev["mos"].astype(np.float64), dev["heldout"].astype(bool)
-    ladder, pairs = ladder_steps(work / "ladders")
+    ladder, pairs = ladder_steps(work / WORK_FILES["ladders"])
     ladder = ladder.astype(np.float64)
     x_train, y_train = x[~held], y[~held]
     found = teacher_term(work, dev["names"], dev["mos"], held)
@@ -144,7 +147,7 @@ def fit_iqa_head(work: Path, rank_weight: float = RANK_WEIGHT, teacher_weight: f
     without_ranking = agreement(cross_validate(x_train, y_train, ladder, pairs, best, 0.0, teacher), y_train) if len(pairs) else cv[best]
     mean, std = _standardisation(x_train)
     head = train_head(x_train, y_train, ladder, pairs, best, rank_weight, mean, std, teacher=teacher)
-    torch.save(head.state_dict(), work / "iqa_head.pt")
+    torch.save(head.state_dict(), work / WORK_FILES["iqa_head"])
     summary = {
         "alpha": best,
         "rank_weight": rank_weight,
@@ -163,11 +166,11 @@ def fit_iqa_head(work: Path, rank_weight: float = RANK_WEIGHT, teacher_weight: f
         summary["teacher"] = {**found[2], "weight": teacher_weight, "term": "teacher_weight * mean (pred - mapped teacher iqa)^2" if teacher else "off"}
         if teacher:
             summary["teacher"]["cv_5fold_without_teacher"] = agreement(cross_validate(x_train, y_train, ladder, pairs, best, rank_weight), y_train)
-    (work / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (work / WORK_FILES["fit"]).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def load_iqa_head(work: Path) -> IqaHead:
     head = IqaHead()
-    head.load_state_dict(torch.load(work / "iqa_head.pt", map_location="cpu", weights_only=True))
+    head.load_state_dict(torch.load(work / WORK_FILES["iqa_head"], map_location="cpu", weights_only=True))
     return head.eval()

@@ -1,23 +1,23 @@
 """Turn a distilled student into a package whose `iqa` agrees with people, at any photo size.
 
-    python -m export.student.quality all --student artifacts/distill/student.pt --labels artifacts/distill/labels.jsonl \\
+    python -m export.wholeview all --student artifacts/distill/student.pt --labels artifacts/distill/labels.jsonl \\
         --work artifacts/quality --out models/perceptlite-base
 
 Steps, each reading and writing WORK so that any of them can be re-run or resumed:
   features   student features of native-resolution crops: the rated dev photos (../shared/human/clive-dev)
              and distortion ladders of training photos at 500-4,000 px (one .npz per photo and size)
   teacher    (optional) a no-reference teacher (--teacher unipercept:CKPT) rates unrated photos, whose
-             crop features are cached too (export/student/quality_teacher.py)
+             crop features are cached too (export/wholeview/teacher.py)
   fit        the iqa head: mean opinion scores of the dev photos' training part, plus a ranking
              term that keeps every ladder falling, plus the teacher's photos at --teacher-weight when
              `teacher` ran; 5-fold cross-validation picks the weight decay
   calibrate  the iaa blend: the student's iaa head plus a ridge on the whole view's block statistics,
              fitted to NIMA's iaa of the distillation's training label records (--labels; clean, distorted
-             and cropped corpus photos; export/student/quality_aesthetics.py), and its map onto the spread
-             of AVA's human mean ratings (export/student/calibration.py)
+             and cropped corpus photos; export/wholeview/aesthetics.py), and its map onto the spread
+             of AVA's human mean ratings (export/wholeview/calibration.py)
   export     model.onnx (pixels + crops -> scores), checked against torch; model.int8.onnx
   package    manifest + model card, then `measure` through perceptlite.Scorer, then the final card
-The dev photos whose sha256(file name) % 100 < 25 (export/student/splits.py) are never trained on.
+The dev photos whose sha256(file name) % 100 < 25 (export/common/splits.py) are never trained on.
 """
 
 from __future__ import annotations
@@ -29,87 +29,30 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
-from PIL import Image
 
-from .quality_teacher import DEFAULT_TEACHER_WEIGHT
-from .splits import is_heldout
+from export.common.errors import FactoryGroup
 
-REPO = Path(__file__).resolve().parents[2]
-HUMAN = REPO.parent / "shared" / "human" / "clive-dev"
-WALLPAPERS = Path("/usr/share/wallpapers")
-DEV_HELDOUT_PERCENT = 25
-# Debian plasma-workspace-wallpapers (free licences, 2,560-5,120 px): six photos are kept for
-# acceptance only; six other photos and six illustrations give the training ladders.
-EVAL_WALLPAPERS = ("Path", "EveningGlow", "ColorfulCups", "Grey", "FallenLeaf", "Kite")
-TRAIN_WALLPAPERS = ("BytheWater", "ColdRipple", "DarkestHour", "OneStandsOut", "summer_1am", "Volna", "Altai", "Autumn", "Canopee", "Flow", "Honeywave", "SafeLanding")
-TRAIN_SIZES = (1000, 2000, 4000)
-DEV_LADDER_IMAGES = 80  # dev training photos that also give a ladder at their own 500 px
-# Noise and JPEG ladders of corpus photos enlarged to 2,000 and 4,000 px: their crops are smooth, like sky or a
-# defocused background, where strong noise otherwise passes for detail (held-out wallpaper noise
-# ladders at 4,000 px: -0.70 without them, 0.3.0) and where the working size hides light compression
-# (0.4.0 with noise-only smooth ladders: 4,000-px noise / JPEG -0.79 / -0.78; with JPEG too: -0.86 / -0.82).
-SMOOTH_NOISE_IMAGES = 24
-SMOOTH_SIZES = (2000, 4000)
-SMOOTH_KINDS = ("gaussian_noise", "jpeg")
-# Weight of the ladder ranking term in `fit`. With the crops' working size, ladders of photos over it are
-# seen downscaled and weak damage nearly vanishes; at weight 1 the head let faint noise on smooth photos
-# pass for detail. Measured on the 0.4.0 features (alpha 3000, 5-fold CV on the training part; training
-# ladder steps that do not rise): weight 1: SRCC 0.782, 89 % of steps in order; 3: 0.780, 93 %; 10: 0.775, 97 %.
-RANK_WEIGHT = 3.0
-CORPUS = REPO.parent / "shared" / "corpus"
-DISTILL_LABELS = Path("artifacts/distill/labels.jsonl")  # where `export.student.distill all` writes them
-PACKAGE_VERSION = "0.5.0"
-
-
-def dev_photos(root: Path = HUMAN) -> list[tuple[Path, float, bool]]:
-    """(image, mean opinion score, held out?) of every rated dev photo, in file order."""
-    rows = []
-    with open(root / "labels.tsv", encoding="utf-8") as handle:
-        next(handle)
-        for line in handle:
-            name, mos, *_ = line.rstrip("\n").split("\t")
-            rows.append((root / "images" / name, float(mos), is_heldout(name, DEV_HELDOUT_PERCENT)))
-    return rows
-
-
-def wallpaper_photo(name: str) -> Path:
-    """The largest file of one Debian wallpaper."""
-    folder = WALLPAPERS / name / "contents" / "images"
-    files = sorted(folder.glob("*x*.*"), key=lambda p: int(p.stem.split("x")[0]))
-    if not files:
-        raise SystemExit(f"{folder}: no wallpaper images (apt-get install plasma-workspace-wallpapers)")
-    return files[-1]
-
-
-def smooth_noise_photos() -> list[Path]:
-    """Training photos of the corpus (split by export/student/splits.py) at least 375 px on the short side."""
-    photos = []
-    for path in sorted((CORPUS / "imagenet-sample").glob("*.JPEG")):
-        if not is_heldout(path.name):
-            with Image.open(path) as image:
-                if min(image.size) >= 375:
-                    photos.append(path)
-        if len(photos) == SMOOTH_NOISE_IMAGES:
-            break
-    return photos
-
+from .config import (
+    CORPUS, DEV_LADDER_IMAGES, DISTILL_LABELS, PACKAGE_VERSION, RANK_WEIGHT, SMOOTH_KINDS, SMOOTH_SIZES, TRAIN_SIZES, TRAIN_WALLPAPERS, VARIANT_FILES, WORK_FILES,
+    dev_photos, smooth_noise_photos, wallpaper_photo,
+)
+from .teacher import DEFAULT_TEACHER_WEIGHT
 
 def _command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["python", "-m", "export.student.quality", *sys.argv[1:]])
+    return " ".join(shlex.quote(a) for a in ["python", "-m", "export.wholeview", *sys.argv[1:]])
 
 
 def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group()
+@click.group(cls=FactoryGroup)
 def main() -> None:
     """Build the human-calibrated package from a distilled student (see the module doc)."""
 
 
 work_option = click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/quality"), show_default=True, help="Work folder (resumable).")
-student_option = click.option("--student", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="The distilled student: export.student.distill's student.pt, or a student-only ONNX export.")
+student_option = click.option("--student", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="The distilled student: export.distill's student.pt, or a student-only ONNX export.")
 
 
 @main.command()
@@ -117,25 +60,25 @@ student_option = click.option("--student", type=click.Path(exists=True, dir_okay
 @student_option
 def features(work: Path, student: Path) -> None:
     """Cache crop features of the dev photos and of the training ladders."""
-    from .quality_features import cache_dev_features, cache_ladder_features, feature_session
+    from .features import cache_dev_features, cache_ladder_features, feature_session
 
     session = feature_session(student, work)
     started = time.time()
-    cache_dev_features(session, dev_photos(), work / "dev_features.npz")
+    cache_dev_features(session, dev_photos(), work / WORK_FILES["dev_features"])
     _log(f"dev photos: {time.time() - started:.0f} s")
     started = time.time()
     train_dev = [path for path, _, held in dev_photos() if not held][:DEV_LADDER_IMAGES]
     sources = [(f"dev/{p.name}", p, None) for p in train_dev]
     sources += [(f"wall/{name}@{size}", wallpaper_photo(name), size) for name in TRAIN_WALLPAPERS for size in TRAIN_SIZES]
-    cache_ladder_features(session, sources, work / "ladders")
+    cache_ladder_features(session, sources, work / WORK_FILES["ladders"])
     _log(f"ladders: {time.time() - started:.0f} s")
     started = time.time()
     smooth = [(f"smooth/{p.stem}@{size}", p, size) for p in smooth_noise_photos() for size in SMOOTH_SIZES]
-    cache_ladder_features(session, smooth, work / "ladders", only=SMOOTH_KINDS)
+    cache_ladder_features(session, smooth, work / WORK_FILES["ladders"], only=SMOOTH_KINDS)
     _log(f"smooth-photo ladders: {time.time() - started:.0f} s")
 
 
-TEACHER_HELP = "A no-reference iqa teacher, named as for export.student.label: unipercept:<checkpoint folder>."
+TEACHER_HELP = "A no-reference iqa teacher, named as for export.distill.label: unipercept:<checkpoint folder>."
 teacher_images_option = click.option("--teacher-images", type=int, default=None, help="Label only the first N unrated photos (sorted); default all of them.")
 
 
@@ -144,12 +87,12 @@ teacher_images_option = click.option("--teacher-images", type=int, default=None,
 @student_option
 @click.option("--teacher", "teacher_spec", required=True, help=TEACHER_HELP)
 @teacher_images_option
-@click.option("--photos", type=click.Path(exists=True, path_type=Path), multiple=True, default=(CORPUS,), show_default=True, help="Unrated photos; their training split (export/student/splits.py) is labelled.")
+@click.option("--photos", type=click.Path(exists=True, path_type=Path), multiple=True, default=(CORPUS,), show_default=True, help="Unrated photos; their training split (export/common/splits.py) is labelled.")
 @click.option("--dev/--no-dev", "with_dev", default=True, show_default=True, help="Also rate the dev photos' training part, to map the teacher's scale onto the MOS scale.")
 def teacher(work: Path, student: Path, teacher_spec: str, teacher_images: int | None, photos: tuple[Path, ...], with_dev: bool) -> None:
     """Teacher iqa of unrated photos (WORK/teacher_labels.jsonl, resumed) and their crop features."""
-    from .quality_features import feature_session
-    from .quality_teacher import load_iqa_teacher, teacher_step
+    from .features import feature_session
+    from .teacher import load_iqa_teacher, teacher_step
 
     try:
         loaded = load_iqa_teacher(teacher_spec)
@@ -165,7 +108,7 @@ def teacher(work: Path, student: Path, teacher_spec: str, teacher_images: int | 
 @click.option("--teacher-weight", type=float, default=DEFAULT_TEACHER_WEIGHT, show_default=True, help="Weight of the teacher term relative to the human one, when `teacher` ran (0: off).")
 def fit(work: Path, rank_weight: float, teacher_weight: float) -> None:
     """Fit the iqa head (writes WORK/iqa_head.pt and WORK/fit.json)."""
-    from .quality_fit import fit_iqa_head
+    from .fit import fit_iqa_head
 
     summary = fit_iqa_head(work, rank_weight=rank_weight, teacher_weight=teacher_weight)
     _log(json.dumps(summary, indent=2))
@@ -178,7 +121,7 @@ labels_option = click.option(
     multiple=True,
     default=(DISTILL_LABELS,),
     show_default=True,
-    help="The student's distillation label file(s) (export.student.distill label): NIMA's iaa of clean, distorted and cropped corpus photos.",
+    help="The student's distillation label file(s) (export.distill label): NIMA's iaa of clean, distorted and cropped corpus photos.",
 )
 
 
@@ -188,10 +131,10 @@ labels_option = click.option(
 @labels_option
 def calibrate(work: Path, student: Path, label_files: tuple[Path, ...]) -> None:
     """The iaa blend (WORK/iaa_blend.npz, fitted to NIMA) and its map onto AVA's scale (WORK/iaa_knots.json)."""
-    from .quality_aesthetics import calibrate_iaa
-    from .quality_features import feature_session
+    from .aesthetics import calibrate_iaa
+    from .features import feature_session
 
-    summary = calibrate_iaa(feature_session(student, work), label_files, work / "iaa_knots.json")
+    summary = calibrate_iaa(feature_session(student, work), label_files, work / WORK_FILES["iaa_knots"])
     _log(json.dumps(summary, indent=2))
 
 
@@ -200,7 +143,7 @@ def calibrate(work: Path, student: Path, label_files: tuple[Path, ...]) -> None:
 @student_option
 def export_cmd(work: Path, student: Path) -> None:
     """Write WORK/model.onnx and WORK/model.int8.onnx."""
-    from .quality_export import export_package_files
+    from .export import export_package_files
 
     summary = export_package_files(work, student, [p for p, _, held in dev_photos() if not held][:64])
     _log(json.dumps(summary, indent=2))
@@ -220,8 +163,8 @@ def export_cmd(work: Path, student: Path) -> None:
 @click.option("--command", "command", default=None, help="The command line to record as provenance (default: this one).")
 def package(work: Path, out: Path, version: str, name: str, measure: bool, reuse_measurement: bool, command: str | None) -> None:
     """Write the package; then measure it as users get it and write the numbers into it."""
-    from .quality_acceptance import measure_package
-    from .quality_package import write_quality_package
+    from .acceptance import measure_package
+    from .package import write_quality_package
 
     command = command or _command_line()
     if reuse_measurement:
@@ -231,25 +174,21 @@ def package(work: Path, out: Path, version: str, name: str, measure: bool, reuse
         if measure:
             fidelity = measure_package(out, work)
             measured = {"files": model_digests(work), "fidelity": fidelity}
-            (work / ACCEPTANCE).write_text(json.dumps(measured, indent=2) + "\n")
+            (work / WORK_FILES["acceptance"]).write_text(json.dumps(measured, indent=2) + "\n")
             write_quality_package(work, out, version, command, fidelity=fidelity, name=name)
     click.echo(f"{out}: package written")
 
 
-ACCEPTANCE = "acceptance.json"
-
 
 def model_digests(work: Path) -> dict[str, str]:
     from perceptlite.package.manifest import sha256_file
-
-    from .quality_package import VARIANT_FILES
 
     return {filename: sha256_file(work / filename) for filename in VARIANT_FILES.values()}
 
 
 def reused_measurement(work: Path) -> dict:
     """The fidelity numbers of WORK/acceptance.json, if they were measured on WORK's current ONNX files."""
-    path = work / ACCEPTANCE
+    path = work / WORK_FILES["acceptance"]
     if not path.is_file():
         raise click.ClickException(f"{path}: no earlier measurement to reuse (run package without --reuse-measurement)")
     measured = json.loads(path.read_text())
