@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -45,8 +45,8 @@ def gaussian_blur(image, level, rng):
 def defocus_blur(image, level, rng):
     radius = _pick((1.5, 2.5, 3.5, 5.0, 7.0), level)
     r = int(np.ceil(radius))
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
     return _to_image(_blur_channels(_to_float(image), disk / disk.sum()))
 
 

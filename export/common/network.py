@@ -104,8 +104,7 @@ class Heads(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(feature_dim))
         self.register_buffer("feature_std", torch.ones(feature_dim))
         self.heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
-            for _ in AXES
+            nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1)) for _ in AXES
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import io
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
-
 
 # Each ladder starts at damage a careful viewer only just sees (JPEG quality 90, noise sigma 3): a head
 # that learnt quality from phone photos must still rank those below the clean photo.
@@ -69,7 +68,9 @@ def _motion_blur(image: Image.Image, length: int, rng: np.random.Generator) -> I
     padded = Image.fromarray(np.pad(np.asarray(image), ((pad, pad), (pad, pad), (0, 0)), mode="reflect"), "RGB")
     turned = padded.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
     pixels = ndimage.uniform_filter1d(np.asarray(turned, dtype=np.float32), size=int(length), axis=1, mode="reflect")
-    back = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB").rotate(-angle, resample=Image.Resampling.BICUBIC, expand=True)
+    back = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB").rotate(
+        -angle, resample=Image.Resampling.BICUBIC, expand=True
+    )
     left, top = (back.width - image.width) // 2, (back.height - image.height) // 2
     return back.crop((left, top, left + image.width, top + image.height))
 

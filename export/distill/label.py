@@ -23,9 +23,9 @@ import json
 import os
 import sys
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -33,6 +33,7 @@ from PIL import Image
 from export.common.distortions import HELDOUT_KINDS, LEVELS, TRAIN_KINDS, apply_distortion
 from export.common.errors import FactoryError
 from export.common.images import DEFAULT_MAX_SIDE, discover_images, load_image
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -64,10 +65,7 @@ def choose_distortions(source: str, count: int, seed: int, kinds: tuple[str, ...
     """`count` distinct kinds with levels and seeds, fixed by (seed, source)."""
     rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(source.encode())])
     picked = rng.choice(len(kinds), size=min(count, len(kinds)), replace=False)
-    return [
-        {"kind": kinds[i], "level": int(rng.choice(LEVELS)), "seed": int(rng.integers(0, 2**31 - 1))}
-        for i in picked
-    ]
+    return [{"kind": kinds[i], "level": int(rng.choice(LEVELS)), "seed": int(rng.integers(0, 2**31 - 1))} for i in picked]
 
 
 def choose_views(source: str, count: int, seed: int) -> list[dict]:

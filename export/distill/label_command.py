@@ -21,7 +21,9 @@ from .label import iter_samples, label_samples
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m export.distill.label_command", description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", action="append", required=True, help="teacher name (repeat): nima, iqa-synthetic, ista, unipercept:<folder>")
+    parser.add_argument(
+        "--teacher", action="append", required=True, help="teacher name (repeat): nima, iqa-synthetic, ista, unipercept:<folder>"
+    )
     parser.add_argument("--images", nargs="+", required=True, type=Path, help="image folders (searched recursively) or files")
     parser.add_argument("--out", required=True, type=Path, help="labels JSONL; an existing file is resumed, never overwritten")
     parser.add_argument("--distortions-per-image", type=int, default=4, help="distorted copies per image besides the clean one")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -23,10 +23,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from export.common.errors import FactoryError
-
-from .label import read_records, sample_image
 from export.common.network import AXES, Student, build_student
 from export.common.splits import is_heldout
+
+from .label import read_records, sample_image
 
 INPUT_MEAN = (0.5, 0.5, 0.5)  # EfficientNet-Lite's own normalisation (measured: 85 % vs 70 % top-1)
 INPUT_STD = (0.5, 0.5, 0.5)
@@ -57,11 +57,7 @@ def training_records(records: Iterable[dict]) -> list[dict]:
     """Records the student may learn from: not a held-out image, not a held-out distortion kind."""
     from export.common.distortions import HELDOUT_KINDS
 
-    return [
-        r
-        for r in records
-        if not is_heldout(r["source"]) and (r.get("distortion") or {}).get("kind") not in HELDOUT_KINDS
-    ]
+    return [r for r in records if not is_heldout(r["source"]) and (r.get("distortion") or {}).get("kind") not in HELDOUT_KINDS]
 
 
 def record_image(record: dict) -> Image.Image:
@@ -228,7 +224,10 @@ def finetune(
     late = [p for block in backbone._blocks[start:] for p in block.parameters()]
     late += list(backbone._conv_head.parameters()) + list(backbone._bn1.parameters())
     optimiser = torch.optim.AdamW(
-        [{"params": late, "lr": lr, "weight_decay": 1e-4}, {"params": list(student.heads.parameters()), "lr": head_lr, "weight_decay": 5e-2}]
+        [
+            {"params": late, "lr": lr, "weight_decay": 1e-4},
+            {"params": list(student.heads.parameters()), "lr": head_lr, "weight_decay": 5e-2},
+        ]
     )
     steps_per_epoch = max(1, (len(maps) + batch_size - 1) // batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)

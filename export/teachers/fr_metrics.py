@@ -91,7 +91,7 @@ def _haar_responses(plane: np.ndarray, scales: int = 3) -> list[tuple[np.ndarray
     """Absolute horizontal and vertical Haar wavelet responses for scales 1..scales."""
     responses = []
     for k in range(1, scales + 1):
-        n = 2 ** k
+        n = 2**k
         step = np.concatenate([-np.ones(n // 2), np.ones(n // 2)])
         box = np.ones(n)
         norm = 2.0 ** (-k)
@@ -114,11 +114,14 @@ def haarpsi(reference: np.ndarray, distorted: np.ndarray) -> float:
 
     similarities, weights = [], []
     for orientation in range(2):
-        sim = sum(
-            (2 * haar_ref[k][orientation] * haar_dis[k][orientation] + c)
-            / (haar_ref[k][orientation] ** 2 + haar_dis[k][orientation] ** 2 + c)
-            for k in range(2)
-        ) / 2.0
+        sim = (
+            sum(
+                (2 * haar_ref[k][orientation] * haar_dis[k][orientation] + c)
+                / (haar_ref[k][orientation] ** 2 + haar_dis[k][orientation] ** 2 + c)
+                for k in range(2)
+            )
+            / 2.0
+        )
         similarities.append(sim)
         weights.append(np.maximum(haar_ref[2][orientation], haar_dis[2][orientation]))
 
@@ -127,8 +130,8 @@ def haarpsi(reference: np.ndarray, distorted: np.ndarray) -> float:
 
     i_ref, q_ref = local_mean(planes_ref[1]), local_mean(planes_ref[2])
     i_dis, q_dis = local_mean(planes_dis[1]), local_mean(planes_dis[2])
-    sim_i = (2 * np.abs(i_ref) * np.abs(i_dis) + c) / (i_ref ** 2 + i_dis ** 2 + c)
-    sim_q = (2 * np.abs(q_ref) * np.abs(q_dis) + c) / (q_ref ** 2 + q_dis ** 2 + c)
+    sim_i = (2 * np.abs(i_ref) * np.abs(i_dis) + c) / (i_ref**2 + i_dis**2 + c)
+    sim_q = (2 * np.abs(q_ref) * np.abs(q_dis) + c) / (q_ref**2 + q_dis**2 + c)
     similarities.append((sim_i + sim_q) / 2.0)
     weights.append((weights[0] + weights[1]) / 2.0)
 

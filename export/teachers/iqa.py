@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .fr_metrics import gmsd, haarpsi, ms_ssim
 from .base import clip_score
+from .fr_metrics import gmsd, haarpsi, ms_ssim
 
 WEIGHTS = {"haarpsi": 0.5, "ms_ssim": 0.25, "gmsd": 0.25}
 

@@ -36,6 +36,7 @@ from PIL import Image
 from scipy import ndimage
 
 from export.common.images import discover_images, load_image
+
 from .base import clip_score
 
 WORKING_SIDE = 384

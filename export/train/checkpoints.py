@@ -91,4 +91,3 @@ def publish_final(weights: dict, source: Path, output: Path) -> None:
             shutil.rmtree(target)
         shutil.move(str(path), target)
     staging.rmdir()
-

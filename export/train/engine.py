@@ -125,7 +125,7 @@ class Engine:
 
     def micro_batches(self, samples: list) -> list[list]:
         size = self.options.batch_size
-        return [samples[i: i + size] for i in range(0, len(samples), size)]
+        return [samples[i : i + size] for i in range(0, len(samples), size)]
 
     def pixels(self, samples) -> torch.Tensor:
         return load_pixels(samples, self.options.workers).to(self.device, self.compute_dtype)
@@ -137,8 +137,10 @@ class Engine:
             raise ValueError("batch size x grad accum x processes must split evenly over processes")
         step = self.resume() if options.resume else 0
         options.output.mkdir(parents=True, exist_ok=True)
-        runtime.log(f"{type(stage).__name__}: {options.steps} steps of {self.per_step} samples on {runtime.world} "
-                    f"process(es); one epoch = {self.mixture.epoch_length} samples {self.mixture.counts()}")
+        runtime.log(
+            f"{type(stage).__name__}: {options.steps} steps of {self.per_step} samples on {runtime.world} "
+            f"process(es); one epoch = {self.mixture.epoch_length} samples {self.mixture.counts()}"
+        )
         started, window = time.time(), {}
         while step < options.steps:
             samples = self.mixture.step_samples(step, self.per_step)
@@ -148,8 +150,7 @@ class Engine:
                 window.setdefault(key, []).extend(values)
             if step % options.log_every == 0 or step == options.steps:
                 shown = "  ".join(f"{key} {value:.4f}" for key, value in runtime.means(window, stage.metric_names).items())
-                runtime.log(f"step {step}/{options.steps}  {shown}  lr {self.scheduler.get_last_lr()[0]:.2e}  "
-                            f"{time.time() - started:.0f}s")
+                runtime.log(f"step {step}/{options.steps}  {shown}  lr {self.scheduler.get_last_lr()[0]:.2e}  {time.time() - started:.0f}s")
                 window = {}
             if options.save_every > 0 and (step % options.save_every == 0 or step == options.steps):
                 self.save(step)

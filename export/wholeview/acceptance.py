@@ -13,27 +13,34 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from export.common.errors import FactoryError
+from export.common.size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side, smooth_ladder_image
+from export.common.splits import is_heldout
 from perceptlite import Scorer
 from perceptlite.datasets.metrics import srcc
 
-
-from .fit import agreement
-from export.common.size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side, smooth_ladder_image
-from export.common.splits import is_heldout
 from .config import CORPUS, EVAL_WALLPAPERS, WORK_FILES, dev_photos, wallpaper_photo
-from export.common.errors import FactoryError
+from .fit import agreement
 
 LADDER_SIZES = (500, 1500, 4000)
 DRIFT_SIZES = (500, 1000, 1500, 2000, 4000)  # around the crops' 1,536-px working size
 LADDER_PHOTOS = len(EVAL_WALLPAPERS)
-TARGETS = {"iqa_srcc": 0.82, "iqa_plcc": 0.82, "iqa_mae": 15.0, "ladder": -0.8, "iaa_vs_nima_srcc": 0.84, "iaa_iqr": 10.0, "ista_smoothing": -0.85}
+TARGETS = {
+    "iqa_srcc": 0.82,
+    "iqa_plcc": 0.82,
+    "iqa_mae": 15.0,
+    "ladder": -0.8,
+    "iaa_vs_nima_srcc": 0.84,
+    "iaa_iqr": 10.0,
+    "ista_smoothing": -0.85,
+}
 
 
 def _srcc(a: Sequence[float], b: Sequence[float]) -> float:
@@ -138,8 +145,9 @@ def iaa_and_ista(scorer: Scorer, corpus: Sequence[Path], ladder_photos: int = 12
 def iaa_on_heldout_records(scorer: Scorer, work: Path) -> dict:
     """`iaa` vs NIMA on the held-out photos' clean and distorted label records: 0.1.0's acceptance protocol,
     where "today's 0.84" was measured (the label files the blend was fitted from, WORK/iaa_blend.json)."""
-    from .aesthetics import blend_records
     from export.distill.train import record_image
+
+    from .aesthetics import blend_records
 
     labels = [Path(p) for p in json.loads((work / WORK_FILES["iaa_blend_summary"]).read_text())["labels"]]
     records = [r for r in blend_records(labels) if is_heldout(r["source"])]
@@ -166,7 +174,10 @@ def measure_package(package: Path, work: Path) -> dict:
     result = {
         "measured_with": "perceptlite.Scorer on the package's default variant (the runtime's decode, crops and resize)",
         "human": {**human_agreement(scorer), "cv_5fold_train_part": fit["cv_5fold_train_part"]},
-        "ladders": {"photos": list(EVAL_WALLPAPERS[:LADDER_PHOTOS]), "spearman_level_vs_iqa": size_ladders(scorer, EVAL_WALLPAPERS[:LADDER_PHOTOS])},
+        "ladders": {
+            "photos": list(EVAL_WALLPAPERS[:LADDER_PHOTOS]),
+            "spearman_level_vs_iqa": size_ladders(scorer, EVAL_WALLPAPERS[:LADDER_PHOTOS]),
+        },
         "size_drift": size_drift(scorer, EVAL_WALLPAPERS[:LADDER_PHOTOS]),
         "aesthetics_and_structure": {**iaa_and_ista(scorer, corpus), **iaa_on_heldout_records(scorer, work)},
         "int8_vs_fp32": variant_agreement(package, dev_held[:80] + corpus[:40]),

@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from export.common.errors import FactoryError
+from export.common.splits import is_heldout
+from export.distill.label import read_records
+from export.distill.train import record_image
 from perceptlite.backends.preprocess import prepare_pixels
 from perceptlite.datasets.metrics import srcc
 
-from export.distill.label import read_records
-from .features import FeatureSession, _save_npz, _student_heads
-from export.common.splits import is_heldout
-from export.distill.train import record_image
 from .config import WORK_FILES
-from export.common.errors import FactoryError
+from .features import FeatureSession, save_npz, student_heads
 
 # Ridge penalty: the best of 1,000 / 3,000 / 10,000 / 30,000 in 5-fold cross-validation grouped by photo on the
 # training records (ridge alone vs NIMA: 0.817 / 0.824 / 0.824 / 0.815).
@@ -57,7 +57,7 @@ def cache_record_aesthetics(session: FeatureSession, records: Sequence[dict], ou
 
     if out.is_file():
         return
-    heads = _student_heads(out.parent)
+    heads = student_heads(out.parent)
     raw, blocks = [], []
     for start in tqdm(range(0, len(records), batch), desc="iaa records", unit="batch"):
         pixels = np.stack([prepare_pixels(record_image(r), session.spec) for r in records[start : start + batch]])
@@ -65,7 +65,7 @@ def cache_record_aesthetics(session: FeatureSession, records: Sequence[dict], ou
         with torch.no_grad():
             raw.append(heads(torch.from_numpy(features))[:, 0].numpy())
         blocks.append(stats)
-    _save_npz(
+    save_npz(
         out,
         sources=np.array([r["source"] for r in records]),
         heldout=np.array([is_heldout(r["source"]) for r in records]),
@@ -83,7 +83,9 @@ def fit_iaa_blend(work: Path, alpha: float = IAA_RIDGE_ALPHA, weight: float = IA
     blocks, nima, raw = cache["blocks"].astype(np.float64), cache["nima"], cache["raw"].astype(np.float64)
     train, clean_train = ~held, ~held & (kinds == "clean")
     if clean_train.sum() < 2:
-        raise FactoryError(f"{work / WORK_FILES['iaa_records']}: fewer than 2 clean training photos (export/common/splits.py) to fit the iaa blend on")
+        raise FactoryError(
+            f"{work / WORK_FILES['iaa_records']}: fewer than 2 clean training photos (export/common/splits.py) to fit the iaa blend on"
+        )
     mean, std = blocks[train].mean(0), blocks[train].std(0) + 1e-6
     z = (blocks[train] - mean) / std
     target = nima[train]
@@ -91,7 +93,16 @@ def fit_iaa_blend(work: Path, alpha: float = IAA_RIDGE_ALPHA, weight: float = IA
     ridge = ((blocks - mean) / std) @ coef + target.mean()
     ridge_std, raw_std = float(ridge[clean_train].std()), float(raw[clean_train].std())
     blend = blended_iaa(raw, ridge, weight, raw_std, ridge_std)
-    np.savez(work / WORK_FILES["iaa_blend"], mean=mean, std=std, coef=coef, intercept=target.mean(), weight=weight, raw_std=raw_std, ridge_std=ridge_std)
+    np.savez(
+        work / WORK_FILES["iaa_blend"],
+        mean=mean,
+        std=std,
+        coef=coef,
+        intercept=target.mean(),
+        weight=weight,
+        raw_std=raw_std,
+        ridge_std=ridge_std,
+    )
     rows = {"clean": held & (kinds == "clean"), "clean_and_distorted": held}
     summary = {
         "alpha": alpha,
@@ -101,7 +112,11 @@ def fit_iaa_blend(work: Path, alpha: float = IAA_RIDGE_ALPHA, weight: float = IA
         "heldout_photos": int(rows["clean"].sum()),
         "heldout_records": int(held.sum()),
         "heldout_srcc_vs_nima": {
-            name: {"student_head": round(srcc(raw[r], nima[r]), 4), "ridge": round(srcc(ridge[r], nima[r]), 4), "blend": round(srcc(blend[r], nima[r]), 4)}
+            name: {
+                "student_head": round(srcc(raw[r], nima[r]), 4),
+                "ridge": round(srcc(ridge[r], nima[r]), 4),
+                "blend": round(srcc(blend[r], nima[r]), 4),
+            }
             for name, r in rows.items()
         },
     }

@@ -12,12 +12,13 @@ practice (fewer than 0.1 % outside), so that range is what 0-100 spans: (mean - 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
 from export.common.errors import FactoryError
 
 # Quantiles (in %) where the map is pinned; denser in the tails, where a few photos spread far.
@@ -45,7 +46,9 @@ def ava_scale(mean_scores: np.ndarray) -> np.ndarray:
     return (np.asarray(mean_scores, dtype=np.float64) - 2.0) / 7.0 * 100.0
 
 
-def quantile_knots(raw: Sequence[float], target: Sequence[float], percentiles: Sequence[float] = KNOT_PERCENTILES) -> list[tuple[float, float]]:
+def quantile_knots(
+    raw: Sequence[float], target: Sequence[float], percentiles: Sequence[float] = KNOT_PERCENTILES
+) -> list[tuple[float, float]]:
     """(raw, calibrated) pairs matching the quantiles of `raw` to those of `target`, strictly increasing."""
     xs = np.percentile(np.asarray(raw, dtype=np.float64), percentiles)
     ys = np.percentile(np.asarray(target, dtype=np.float64), percentiles)

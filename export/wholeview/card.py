@@ -27,7 +27,11 @@ def _fmt(value) -> str:
 
 def _human_section(fidelity: dict) -> list[str]:
     human = fidelity.get("human", {})
-    held, everything, cv = human.get("heldout", {}), human.get("all_600_of_which_75pct_trained_on", {}), human.get("cv_5fold_train_part", {})
+    held, everything, cv = (
+        human.get("heldout", {}),
+        human.get("all_600_of_which_75pct_trained_on", {}),
+        human.get("cv_5fold_train_part", {}),
+    )
     return [
         "## Agreement with people (`iqa` vs mean opinion scores, LIVE In the Wild dev photos)",
         "",

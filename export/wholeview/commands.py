@@ -33,10 +33,23 @@ import click
 from export.common.errors import FactoryGroup
 
 from .config import (
-    CORPUS, DEV_LADDER_IMAGES, DISTILL_LABELS, PACKAGE_VERSION, RANK_WEIGHT, SMOOTH_KINDS, SMOOTH_SIZES, TRAIN_SIZES, TRAIN_WALLPAPERS, VARIANT_FILES, WORK_FILES,
-    dev_photos, smooth_noise_photos, wallpaper_photo,
+    CORPUS,
+    DEV_LADDER_IMAGES,
+    DISTILL_LABELS,
+    PACKAGE_VERSION,
+    RANK_WEIGHT,
+    SMOOTH_KINDS,
+    SMOOTH_SIZES,
+    TRAIN_SIZES,
+    TRAIN_WALLPAPERS,
+    VARIANT_FILES,
+    WORK_FILES,
+    dev_photos,
+    smooth_noise_photos,
+    wallpaper_photo,
 )
 from .teacher import DEFAULT_TEACHER_WEIGHT
+
 
 def _command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["python", "-m", "export.wholeview", *sys.argv[1:]])
@@ -51,8 +64,19 @@ def main() -> None:
     """Build the human-calibrated package from a distilled student (see the module doc)."""
 
 
-work_option = click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/quality"), show_default=True, help="Work folder (resumable).")
-student_option = click.option("--student", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="The distilled student: export.distill's student.pt, or a student-only ONNX export.")
+work_option = click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts/quality"),
+    show_default=True,
+    help="Work folder (resumable).",
+)
+student_option = click.option(
+    "--student",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The distilled student: export.distill's student.pt, or a student-only ONNX export.",
+)
 
 
 @main.command()
@@ -79,7 +103,9 @@ def features(work: Path, student: Path) -> None:
 
 
 TEACHER_HELP = "A no-reference iqa teacher, named as for export.distill.label: unipercept:<checkpoint folder>."
-teacher_images_option = click.option("--teacher-images", type=int, default=None, help="Label only the first N unrated photos (sorted); default all of them.")
+teacher_images_option = click.option(
+    "--teacher-images", type=int, default=None, help="Label only the first N unrated photos (sorted); default all of them."
+)
 
 
 @main.command()
@@ -87,8 +113,21 @@ teacher_images_option = click.option("--teacher-images", type=int, default=None,
 @student_option
 @click.option("--teacher", "teacher_spec", required=True, help=TEACHER_HELP)
 @teacher_images_option
-@click.option("--photos", type=click.Path(exists=True, path_type=Path), multiple=True, default=(CORPUS,), show_default=True, help="Unrated photos; their training split (export/common/splits.py) is labelled.")
-@click.option("--dev/--no-dev", "with_dev", default=True, show_default=True, help="Also rate the dev photos' training part, to map the teacher's scale onto the MOS scale.")
+@click.option(
+    "--photos",
+    type=click.Path(exists=True, path_type=Path),
+    multiple=True,
+    default=(CORPUS,),
+    show_default=True,
+    help="Unrated photos; their training split (export/common/splits.py) is labelled.",
+)
+@click.option(
+    "--dev/--no-dev",
+    "with_dev",
+    default=True,
+    show_default=True,
+    help="Also rate the dev photos' training part, to map the teacher's scale onto the MOS scale.",
+)
 def teacher(work: Path, student: Path, teacher_spec: str, teacher_images: int | None, photos: tuple[Path, ...], with_dev: bool) -> None:
     """Teacher iqa of unrated photos (WORK/teacher_labels.jsonl, resumed) and their crop features."""
     from .features import feature_session
@@ -105,7 +144,13 @@ def teacher(work: Path, student: Path, teacher_spec: str, teacher_images: int | 
 @main.command()
 @work_option
 @click.option("--rank-weight", type=float, default=RANK_WEIGHT, show_default=True, help="Weight of the ladder ranking term.")
-@click.option("--teacher-weight", type=float, default=DEFAULT_TEACHER_WEIGHT, show_default=True, help="Weight of the teacher term relative to the human one, when `teacher` ran (0: off).")
+@click.option(
+    "--teacher-weight",
+    type=float,
+    default=DEFAULT_TEACHER_WEIGHT,
+    show_default=True,
+    help="Weight of the teacher term relative to the human one, when `teacher` ran (0: off).",
+)
 def fit(work: Path, rank_weight: float, teacher_weight: float) -> None:
     """Fit the iqa head (writes WORK/iqa_head.pt and WORK/fit.json)."""
     from .fit import fit_iqa_head
@@ -151,10 +196,17 @@ def export_cmd(work: Path, student: Path) -> None:
 
 @main.command()
 @work_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Package folder to write (e.g. models/perceptlite-base).")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Package folder to write (e.g. models/perceptlite-base)."
+)
 @click.option("--version", "version", default=PACKAGE_VERSION, show_default=True, help="Package version.")
 @click.option("--name", default="perceptlite-base", show_default=True, help="Package name.")
-@click.option("--measure/--no-measure", default=True, show_default=True, help="Measure the written package through perceptlite.Scorer and put the numbers in its manifest and card.")
+@click.option(
+    "--measure/--no-measure",
+    default=True,
+    show_default=True,
+    help="Measure the written package through perceptlite.Scorer and put the numbers in its manifest and card.",
+)
 @click.option(
     "--reuse-measurement",
     is_flag=True,
@@ -177,7 +229,6 @@ def package(work: Path, out: Path, version: str, name: str, measure: bool, reuse
             (work / WORK_FILES["acceptance"]).write_text(json.dumps(measured, indent=2) + "\n")
             write_quality_package(work, out, version, command, fidelity=fidelity, name=name)
     click.echo(f"{out}: package written")
-
 
 
 def model_digests(work: Path) -> dict[str, str]:
@@ -206,13 +257,21 @@ def reused_measurement(work: Path) -> dict:
 @teacher_images_option
 @click.pass_context
 def all_steps(
-    ctx: click.Context, work: Path, student: Path, label_files: tuple[Path, ...], out: Path, teacher_spec: str | None, teacher_images: int | None
+    ctx: click.Context,
+    work: Path,
+    student: Path,
+    label_files: tuple[Path, ...],
+    out: Path,
+    teacher_spec: str | None,
+    teacher_images: int | None,
 ) -> None:
     """features, teacher (with --teacher), fit, calibrate, export, package (with measure)."""
     command = _command_line()
     ctx.invoke(features, work=work, student=student)
     if teacher_spec:
-        ctx.invoke(teacher, work=work, student=student, teacher_spec=teacher_spec, teacher_images=teacher_images, photos=(CORPUS,), with_dev=True)
+        ctx.invoke(
+            teacher, work=work, student=student, teacher_spec=teacher_spec, teacher_images=teacher_images, photos=(CORPUS,), with_dev=True
+        )
     ctx.invoke(fit, work=work, rank_weight=RANK_WEIGHT, teacher_weight=DEFAULT_TEACHER_WEIGHT)
     ctx.invoke(calibrate, work=work, student=student, label_files=label_files)
     ctx.invoke(export_cmd, work=work, student=student)

@@ -8,6 +8,8 @@ from PIL import Image
 
 from export.common.errors import FactoryError
 from export.common.splits import is_heldout
+from export.distill.config import DEFAULT_WORK as DISTILL_WORK
+from export.distill.config import WORK_FILES as DISTILL_FILES
 
 REPO = Path(__file__).resolve().parents[2]
 HUMAN = REPO.parent / "shared" / "human" / "clive-dev"
@@ -16,7 +18,20 @@ DEV_HELDOUT_PERCENT = 25
 # Debian plasma-workspace-wallpapers (free licences, 2,560-5,120 px): six photos are kept for
 # acceptance only; six other photos and six illustrations give the training ladders.
 EVAL_WALLPAPERS = ("Path", "EveningGlow", "ColorfulCups", "Grey", "FallenLeaf", "Kite")
-TRAIN_WALLPAPERS = ("BytheWater", "ColdRipple", "DarkestHour", "OneStandsOut", "summer_1am", "Volna", "Altai", "Autumn", "Canopee", "Flow", "Honeywave", "SafeLanding")
+TRAIN_WALLPAPERS = (
+    "BytheWater",
+    "ColdRipple",
+    "DarkestHour",
+    "OneStandsOut",
+    "summer_1am",
+    "Volna",
+    "Altai",
+    "Autumn",
+    "Canopee",
+    "Flow",
+    "Honeywave",
+    "SafeLanding",
+)
 TRAIN_SIZES = (1000, 2000, 4000)
 DEV_LADDER_IMAGES = 80  # dev training photos that also give a ladder at their own 500 px
 # Noise and JPEG ladders of corpus photos enlarged to 2,000 and 4,000 px: their crops are smooth, like sky or a
@@ -32,7 +47,7 @@ SMOOTH_KINDS = ("gaussian_noise", "jpeg")
 # ladder steps that do not rise): weight 1: SRCC 0.782, 89 % of steps in order; 3: 0.780, 93 %; 10: 0.775, 97 %.
 RANK_WEIGHT = 3.0
 CORPUS = REPO.parent / "shared" / "corpus"
-DISTILL_LABELS = Path("artifacts/distill/labels.jsonl")  # where `export.distill all` writes them
+DISTILL_LABELS = DISTILL_WORK / DISTILL_FILES["labels"]  # where `export.distill all` writes them
 PACKAGE_VERSION = "0.5.0"
 
 
@@ -74,6 +89,7 @@ WORK_FILES = {
     "dev_features": "dev_features.npz",  # features: crop features of the rated dev photos
     "ladders": "ladders",  # features: one .npz per ladder photo and size
     "features_onnx": "features.onnx",  # features: the student's crop-feature graph
+    "features_source": "features.source",  # features: which student that graph came from
     "teacher_labels": "teacher_labels.jsonl",  # teacher: its iqa of unrated photos
     "teacher_dev_labels": "teacher_dev_labels.jsonl",  # teacher: its iqa of the dev photos' training part
     "teacher_features": "teacher_features.npz",  # teacher: crop features of the unrated photos

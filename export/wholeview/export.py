@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from perceptlite.images.decode import decode_file
+from export.common.errors import FactoryError
+from export.common.quantize import quantize_int8
 from perceptlite.backends.preprocess import prepare_crops, prepare_pixels
+from perceptlite.images.decode import decode_file
 
+from .config import WORK_FILES
 from .fit import load_iqa_head
 from .model import IaaBlend, PerceptModel, export_model_onnx, input_spec, load_student_weights
-from export.common.quantize import quantize_int8
-from .config import WORK_FILES
-from export.common.errors import FactoryError
 
 MAX_ABS_DIFF = 0.05  # score points between ONNX Runtime and torch
 

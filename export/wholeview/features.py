@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from perceptlite.images.decode import decode_file
+from export.common.size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side
 from perceptlite.backends.preprocess import prepare_crops
+from perceptlite.images.decode import decode_file
 from perceptlite.records.publish import atomic_output
 
-from .model import IQA_FEATURES, export_features_onnx, input_spec, load_student_weights
-from export.common.size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side
 from .config import WORK_FILES
+from .model import IQA_FEATURES, export_features_onnx, input_spec, load_student_weights
 
 
 class FeatureSession:
@@ -49,15 +49,22 @@ def feature_session(student: Path, work: Path) -> FeatureSession:
     """Export (once) and open the feature extractor of `student`."""
     work.mkdir(parents=True, exist_ok=True)
     onnx_path = work / WORK_FILES["features_onnx"]
-    stamp = work / "features.source"
-    source = json.dumps({"student": str(Path(student).resolve()), "bytes": os.path.getsize(student), "mtime": os.path.getmtime(student), "block_features": IQA_FEATURES})
+    stamp = work / WORK_FILES["features_source"]
+    source = json.dumps(
+        {
+            "student": str(Path(student).resolve()),
+            "bytes": os.path.getsize(student),
+            "mtime": os.path.getmtime(student),
+            "block_features": IQA_FEATURES,
+        }
+    )
     if not onnx_path.is_file() or not stamp.is_file() or stamp.read_text() != source:
         export_features_onnx(load_student_weights(student), onnx_path)
         stamp.write_text(source)
     return FeatureSession(onnx_path)
 
 
-def _save_npz(path: Path, **arrays) -> None:
+def save_npz(path: Path, **arrays) -> None:
     with atomic_output(path, binary=True) as handle:
         np.savez(handle, **arrays)
 
@@ -67,10 +74,18 @@ def cache_dev_features(session: FeatureSession, photos: Sequence[tuple[Path, flo
     if out.is_file():
         return
     features = [session.crop_features(decode_file(path).image) for path, _, _ in tqdm(photos, desc="dev photos", unit="img")]
-    _save_npz(out, features=np.stack(features), mos=np.array([m for _, m, _ in photos]), heldout=np.array([h for _, _, h in photos]), names=np.array([p.name for p, _, _ in photos]))
+    save_npz(
+        out,
+        features=np.stack(features),
+        mos=np.array([m for _, m, _ in photos]),
+        heldout=np.array([h for _, _, h in photos]),
+        names=np.array([p.name for p, _, _ in photos]),
+    )
 
 
-def ladder_of(image: Image.Image, seed: str, session: FeatureSession, only: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ladder_of(
+    image: Image.Image, seed: str, session: FeatureSession, only: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of the clean image and of every kind (or those in `only`) at every level: (features, kind index, level)."""
     rows, kinds, levels = [session.crop_features(image)], [-1], [0]
     for k, kind in enumerate(LADDER_KINDS):
@@ -83,7 +98,9 @@ def ladder_of(image: Image.Image, seed: str, session: FeatureSession, only: Sequ
     return np.stack(rows), np.array(kinds), np.array(levels)
 
 
-def cache_ladder_features(session: FeatureSession, sources: Sequence[tuple[str, Path, int | None]], folder: Path, only: Sequence[str] | None = None) -> None:
+def cache_ladder_features(
+    session: FeatureSession, sources: Sequence[tuple[str, Path, int | None]], folder: Path, only: Sequence[str] | None = None
+) -> None:
     """One .npz per (name, image, long side or None for native size); existing files are kept."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, path, size in tqdm(sources, desc="ladders", unit="ladder"):
@@ -94,10 +111,10 @@ def cache_ladder_features(session: FeatureSession, sources: Sequence[tuple[str, 
         if size is not None:
             image = resize_long_side(image, size)
         features, kinds, levels = ladder_of(image, name, session, only)
-        _save_npz(out, features=features, kinds=kinds, levels=levels)
+        save_npz(out, features=features, kinds=kinds, levels=levels)
 
 
-def _student_heads(work: Path):
+def student_heads(work: Path):
     """The student's heads module, from the features ONNX's source student."""
-    source = json.loads((work / "features.source").read_text())["student"]
+    source = json.loads((work / WORK_FILES["features_source"]).read_text())["student"]
     return load_student_weights(source).heads.eval()

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.common.errors import FactoryError
 from perceptlite.datasets.metrics import plcc, srcc
 
-
-from .model import CROP_CELLS, IQA_FEATURES, IqaHead
 from .config import RANK_WEIGHT, WORK_FILES
-from export.common.errors import FactoryError
+from .model import CROP_CELLS, IQA_FEATURES, IqaHead
 
 ALPHAS = (300.0, 1000.0, 3000.0, 10000.0)
 MARGIN = 2.0  # MOS points between adjacent ladder levels
@@ -36,7 +35,9 @@ FOLDS = 5
 def pooled(features: np.ndarray) -> np.ndarray:
     """Per-crop cached features [N, crops, D] -> the mean over the crops [N, D], as the model pools them."""
     if features.ndim != 3 or features.shape[1:] != (len(CROP_CELLS), IQA_FEATURES):
-        raise FactoryError(f"a feature cache of shape {features.shape} is not [images, {len(CROP_CELLS)} crops, {IQA_FEATURES}]: it was made for another model; delete it and re-run `features`")
+        raise FactoryError(
+            f"a feature cache of shape {features.shape} is not [images, {len(CROP_CELLS)} crops, {IQA_FEATURES}]: it was made for another model; delete it and re-run `features`"
+        )
     return features.mean(axis=1)
 
 
@@ -56,8 +57,18 @@ def ladder_steps(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(blocks), np.asarray(pairs, dtype=int)
 
 
-def train_head(x: np.ndarray, y: np.ndarray, ladder: np.ndarray, pairs: np.ndarray, alpha: float, rank_weight: float, mean: np.ndarray, std: np.ndarray, seed: int = 0,
-               teacher: tuple[np.ndarray, np.ndarray, float] | None = None) -> IqaHead:
+def train_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    ladder: np.ndarray,
+    pairs: np.ndarray,
+    alpha: float,
+    rank_weight: float,
+    mean: np.ndarray,
+    std: np.ndarray,
+    seed: int = 0,
+    teacher: tuple[np.ndarray, np.ndarray, float] | None = None,
+) -> IqaHead:
     """Minimise the loss of the module doc with L-BFGS (full batch; the initial weights fixed by `seed`);
     `teacher` is (pooled features, targets on the MOS scale, weight) of the teacher term, or None."""
     torch.manual_seed(seed)
@@ -126,7 +137,9 @@ def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), x.std(axis=0) + 1e-6
 
 
-def fit_iqa_head(work: Path, rank_weight: float = RANK_WEIGHT, teacher_weight: float | None = None, alphas: tuple[float, ...] = ALPHAS) -> dict:
+def fit_iqa_head(
+    work: Path, rank_weight: float = RANK_WEIGHT, teacher_weight: float | None = None, alphas: tuple[float, ...] = ALPHAS
+) -> dict:
     """Choose alpha among `alphas` by cross-validation, fit on the whole training part, save WORK/iqa_head.pt + fit.json.
     With teacher labels in WORK (export/wholeview/teacher.py), their term joins at `teacher_weight`."""
     from .teacher import DEFAULT_TEACHER_WEIGHT, teacher_term
@@ -163,9 +176,15 @@ def fit_iqa_head(work: Path, rank_weight: float = RANK_WEIGHT, teacher_weight: f
         "teacher": None,
     }
     if found:
-        summary["teacher"] = {**found[2], "weight": teacher_weight, "term": "teacher_weight * mean (pred - mapped teacher iqa)^2" if teacher else "off"}
+        summary["teacher"] = {
+            **found[2],
+            "weight": teacher_weight,
+            "term": "teacher_weight * mean (pred - mapped teacher iqa)^2" if teacher else "off",
+        }
         if teacher:
-            summary["teacher"]["cv_5fold_without_teacher"] = agreement(cross_validate(x_train, y_train, ladder, pairs, best, rank_weight), y_train)
+            summary["teacher"]["cv_5fold_without_teacher"] = agreement(
+                cross_validate(x_train, y_train, ladder, pairs, best, rank_weight), y_train
+            )
     (work / WORK_FILES["fit"]).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -13,15 +13,16 @@ multi-scale statistics averaged over the crops.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .calibration import PiecewiseLinear
 from export.common.network import BN_EPS, STAGES, TAP_BLOCKS, Student, build_student, pooled_stats
+
+from .calibration import PiecewiseLinear
 
 # The iqa head reads the mean and standard deviation of every block's output (16 blocks, 2 x 1,808 = 3,616 numbers),
 # not only the student's five taps nor the 1280-d head features. Measured on the dev photos (5-fold,
@@ -70,7 +71,9 @@ class IqaHead(nn.Module):
 class IaaBlend(nn.Module):
     """The student's raw iaa and the whole view's block statistics -> the blended raw iaa (before calibration)."""
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, coef: np.ndarray, intercept: float, weight: float, raw_std: float, ridge_std: float):
+    def __init__(
+        self, mean: np.ndarray, std: np.ndarray, coef: np.ndarray, intercept: float, weight: float, raw_std: float, ridge_std: float
+    ):
         super().__init__()
         self.ridge = nn.Linear(len(coef), 1)
         with torch.no_grad():  # standardisation folded into the ridge's weights
@@ -81,9 +84,17 @@ class IaaBlend(nn.Module):
         self.ridge_scale = weight / ridge_std
 
     @classmethod
-    def load(cls, path: str | Path) -> "IaaBlend":
+    def load(cls, path: str | Path) -> IaaBlend:
         fit = np.load(path)
-        return cls(fit["mean"], fit["std"], fit["coef"], float(fit["intercept"]), float(fit["weight"]), float(fit["raw_std"]), float(fit["ridge_std"]))
+        return cls(
+            fit["mean"],
+            fit["std"],
+            fit["coef"],
+            float(fit["intercept"]),
+            float(fit["weight"]),
+            float(fit["raw_std"]),
+            float(fit["ridge_std"]),
+        )
 
     def forward(self, raw_iaa: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
         return self.raw_scale * raw_iaa + self.ridge_scale * self.ridge(blocks)[:, 0]
@@ -164,7 +175,9 @@ def student_from_onnx(path: str | Path) -> Student:
             bn.bias.copy_(torch.from_numpy(np.array(bias)))
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - BN_EPS)
-        heads = {name.removeprefix("heads."): torch.from_numpy(np.array(v)) for name, v in initializers.items() if name.startswith("heads.")}
+        heads = {
+            name.removeprefix("heads."): torch.from_numpy(np.array(v)) for name, v in initializers.items() if name.startswith("heads.")
+        }
         student.heads.load_state_dict(heads, strict=True)
     return student.eval()
 
@@ -197,9 +210,14 @@ def export_features_onnx(student: Student, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        StudentFeatures(student).eval(), (torch.zeros(1, 3, CROP_SIZE, CROP_SIZE),), str(path),
-        input_names=["pixels"], output_names=["features", "blocks"],
-        dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}, "blocks": {0: "batch"}}, opset_version=17, dynamo=False,
+        StudentFeatures(student).eval(),
+        (torch.zeros(1, 3, CROP_SIZE, CROP_SIZE),),
+        str(path),
+        input_names=["pixels"],
+        output_names=["features", "blocks"],
+        dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}, "blocks": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
     )
     return path
 
@@ -211,20 +229,30 @@ def export_model_onnx(model: PerceptModel, path: str | Path, crops: int = len(CR
     pixels = torch.zeros(1, 3, CROP_SIZE, CROP_SIZE)
     crop_views = torch.zeros(1, crops, 3, CROP_SIZE, CROP_SIZE)
     torch.onnx.export(
-        model.eval(), (pixels, crop_views), str(path), input_names=["pixels", "crops"], output_names=["scores"],
-        dynamic_axes={"pixels": {0: "batch"}, "crops": {0: "batch"}, "scores": {0: "batch"}}, opset_version=17, dynamo=False,
+        model.eval(),
+        (pixels, crop_views),
+        str(path),
+        input_names=["pixels", "crops"],
+        output_names=["scores"],
+        dynamic_axes={"pixels": {0: "batch"}, "crops": {0: "batch"}, "scores": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
     )
     return path
 
 
 def input_spec():
     """The package's input contract, as the runtime reads it (perceptlite.package.manifest.InputSpec)."""
-    from perceptlite.package.manifest import CropSpec, InputSpec
-
     from export.distill.train import INPUT_MEAN, INPUT_STD
+    from perceptlite.package.manifest import CropSpec, InputSpec
 
     crops = CropSpec(size=CROP_SIZE, grid=CROP_GRID, cells=CROP_CELLS, max_side=CROP_MAX_SIDE)
     return InputSpec(
-        size=(CROP_SIZE, CROP_SIZE), resize="stretch", interpolation="bicubic", mean=INPUT_MEAN, std=INPUT_STD,
-        draft_factor=WHOLE_VIEW_DRAFT_FACTOR, crops=crops,
+        size=(CROP_SIZE, CROP_SIZE),
+        resize="stretch",
+        interpolation="bicubic",
+        mean=INPUT_MEAN,
+        std=INPUT_STD,
+        draft_factor=WHOLE_VIEW_DRAFT_FACTOR,
+        crops=crops,
     )

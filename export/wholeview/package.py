@@ -8,11 +8,11 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from export.common.errors import FactoryError
 from perceptlite.package.manifest import write_package
 
-from .model import CROP_CELLS, CROP_LAYOUT, CROP_MAX_SIDE, CROP_SIZE, IQA_HIDDEN, input_spec
 from .config import VARIANT_FILES, WORK_FILES
-from export.common.errors import FactoryError
+from .model import CROP_CELLS, CROP_LAYOUT, CROP_MAX_SIDE, CROP_SIZE, IQA_HIDDEN, input_spec
 
 NAME = "perceptlite-base"
 DESCRIPTION = (

@@ -28,16 +28,17 @@ cross-validation, the weight decay, the held-out report and the scale; the teach
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
+from export.common.splits import is_heldout
+from export.distill.label import Sample, iter_samples, label_samples, read_records
 from perceptlite.images.decode import decode_file
 
-from export.distill.label import Sample, iter_samples, label_samples, read_records
-from export.common.splits import is_heldout
 from .config import WORK_FILES
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def label_with_teacher(teacher, samples: Sequence[Sample], out: Path) -> dict:
 
 def cache_teacher_features(session: FeatureSession, records: Sequence[dict], out: Path) -> dict:
     """Per-crop features of each labelled photo, keyed by its label key; keys already in `out` are kept."""
-    from .features import _save_npz
+    from .features import save_npz
 
     keys, features = [], []
     if out.is_file():
@@ -92,12 +93,13 @@ def cache_teacher_features(session: FeatureSession, records: Sequence[dict], out
         keys.append(record["key"])
         features.append(session.crop_features(decode_file(Path(record["root"]) / record["source"]).image))
         if done % SAVE_EVERY == 0 or done == len(todo):
-            _save_npz(out, keys=np.array(keys), features=np.stack(features))
+            save_npz(out, keys=np.array(keys), features=np.stack(features))
     return {"photos": len(keys), "computed": len(todo)}
 
 
-def teacher_step(teacher, session: FeatureSession, work: Path, roots: Sequence[Path], limit: int | None,
-                 dev: Sequence[tuple[Path, float, bool]] = ()) -> dict:
+def teacher_step(
+    teacher, session: FeatureSession, work: Path, roots: Sequence[Path], limit: int | None, dev: Sequence[tuple[Path, float, bool]] = ()
+) -> dict:
     """With a teacher from `load_iqa_teacher`: label the unrated photos (and the dev training photos, for the
     mapping), then cache the unrated ones' crop features."""
     counts = {"unrated": label_with_teacher(teacher, unrated_samples(roots, limit), work / TEACHER_LABELS)}
@@ -122,7 +124,9 @@ def monotone_map(teacher: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray, np.n
     return xs[keep], ys[keep]
 
 
-def teacher_term(work: Path, dev_names: np.ndarray, dev_mos: np.ndarray, dev_held: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict] | None:
+def teacher_term(
+    work: Path, dev_names: np.ndarray, dev_mos: np.ndarray, dev_held: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict] | None:
     """(per-crop features [N, crops, D], targets on the MOS scale [N], summary) of the teacher's photos, or
     None when the work folder holds no teacher labels."""
     from perceptlite.datasets.metrics import srcc as spearman
@@ -134,8 +138,11 @@ def teacher_term(work: Path, dev_names: np.ndarray, dev_mos: np.ndarray, dev_hel
     rows = [i for i, key in enumerate(cached["keys"].tolist()) if key in records]
     raw = np.array([records[key]["iqa"] for key in cached["keys"][rows].tolist()], float)
     mos_of = {str(name): float(m) for name, m, held in zip(dev_names, dev_mos, dev_held) if not held}
-    both = [(float(r["iqa"]), mos_of[Path(r["source"]).name]) for r in read_records(work / TEACHER_DEV_LABELS, missing_ok=True)
-            if r.get("iqa") is not None and Path(r["source"]).name in mos_of]
+    both = [
+        (float(r["iqa"]), mos_of[Path(r["source"]).name])
+        for r in read_records(work / TEACHER_DEV_LABELS, missing_ok=True)
+        if r.get("iqa") is not None and Path(r["source"]).name in mos_of
+    ]
     summary = {"photos": len(rows), "raw_quartiles": np.percentile(raw, [25, 50, 75]).round(2).tolist() if len(raw) else []}
     if len(both) >= MIN_MAPPED_PHOTOS:
         pairs = np.array(both)
@@ -150,6 +157,9 @@ def teacher_term(work: Path, dev_names: np.ndarray, dev_mos: np.ndarray, dev_hel
         }
     else:
         targets = raw
-        summary["mapping"] = {"kind": "identity (fewer than %d photos rated by both)" % MIN_MAPPED_PHOTOS, "photos_rated_by_both": len(both)}
+        summary["mapping"] = {
+            "kind": f"identity (fewer than {MIN_MAPPED_PHOTOS} photos rated by both)",
+            "photos_rated_by_both": len(both),
+        }
     summary["target_quartiles"] = np.percentile(targets, [25, 50, 75]).round(2).tolist() if len(targets) else []
     return cached["features"][rows], targets.astype(np.float64), summary

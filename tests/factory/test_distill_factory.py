@@ -43,7 +43,11 @@ def _names() -> list[str]:
 
 def _distill(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "export.distill", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "export.distill", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )
 
@@ -57,8 +61,21 @@ def factory_run(tmp_path_factory):
         _photo(seed).save(images / name)
     work = root / "work"
     steps = [
-        ("label", "--teacher", "iqa-synthetic", "--teacher", "ista", "--images", str(images),
-         "--out", str(work / "labels.jsonl"), "--distortions-per-image", "2", "--views-per-image", "1"),
+        (
+            "label",
+            "--teacher",
+            "iqa-synthetic",
+            "--teacher",
+            "ista",
+            "--images",
+            str(images),
+            "--out",
+            str(work / "labels.jsonl"),
+            "--distortions-per-image",
+            "2",
+            "--views-per-image",
+            "1",
+        ),
         ("train", "--work", str(work), "--size", str(SIZE), "--max-steps", "2", "--finetune-from", "14", "--finetune-epochs", "1"),
     ]
     for step in steps:
@@ -83,9 +100,6 @@ def test_training_skips_heldout_images(factory_run):
     from export.common.distortions import HELDOUT_KINDS
 
     records = [json.loads(line) for line in (work / "labels.jsonl").read_text().splitlines()]
-    trainable = [
-        r for r in records
-        if not is_heldout(r["source"]) and (r["distortion"] or {}).get("kind") not in HELDOUT_KINDS
-    ]
+    trainable = [r for r in records if not is_heldout(r["source"]) and (r["distortion"] or {}).get("kind") not in HELDOUT_KINDS]
     assert summary["views"] == 4 and summary["records"] == len(trainable)
     assert summary["size"] == SIZE

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from export.wholeview.calibration import PiecewiseLinear, apply_knots, quantile_knots
 from export.common.network import build_student
+from export.common.size_ladders import LADDER_KINDS, ladder_image
 from export.distill.onnx_export import export_onnx
+from export.wholeview.calibration import PiecewiseLinear, apply_knots, quantile_knots
 from export.wholeview.config import dev_photos
 from export.wholeview.model import CROP_CELLS, IQA_FEATURES, student_from_onnx
-from export.common.size_ladders import LADDER_KINDS, ladder_image
 from perceptlite import Scorer
 from perceptlite.package.manifest import load_package
 
@@ -49,7 +49,9 @@ def test_iaa_calibration_is_monotone_and_matches_quantiles():
     knots = quantile_knots(raw, target)
     mapped = apply_knots(raw, knots)
     assert np.all(np.diff(mapped[np.argsort(raw)]) >= -1e-4)  # ranking kept
-    assert np.percentile(mapped, 75) - np.percentile(mapped, 25) == pytest.approx(np.percentile(target, 75) - np.percentile(target, 25), rel=0.1)
+    assert np.percentile(mapped, 75) - np.percentile(mapped, 25) == pytest.approx(
+        np.percentile(target, 75) - np.percentile(target, 25), rel=0.1
+    )
     curve = PiecewiseLinear(knots)
     assert float(curve(torch.tensor([1000.0]))) == 100.0 and float(curve(torch.tensor([-1000.0]))) == 0.0
 
@@ -64,12 +66,12 @@ def test_ladders_are_deterministic_and_keep_the_size(corpus_dir, kind):
 
 
 def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus_dir):
-    from export.wholeview.export import export_package_files
-    from export.wholeview.calibration import apply_knots
-    from export.distill.label_command import main as label_main
     from export.distill.label import read_records
-    from export.wholeview.aesthetics import blended_record_iaa, calibrate_iaa
+    from export.distill.label_command import main as label_main
     from export.distill.train import record_image
+    from export.wholeview.aesthetics import blended_record_iaa, calibrate_iaa
+    from export.wholeview.calibration import apply_knots
+    from export.wholeview.export import export_package_files
     from export.wholeview.features import cache_dev_features, cache_ladder_features, feature_session
     from export.wholeview.fit import fit_iqa_head
     from export.wholeview.package import write_quality_package
@@ -89,11 +91,18 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     for path in sorted((corpus_dir / "bsds500" / "val").glob("*.jpg"))[:8]:
         os.symlink(path, ordinary / path.name)
     labels = tmp_path / "labels.jsonl"  # as export.distill labels the corpus, with NIMA alone
-    assert label_main(["--teacher", "nima", "--images", str(ordinary), "--out", str(labels), "--distortions-per-image", "1", "--views-per-image", "1"]) == 0
+    assert (
+        label_main(
+            ["--teacher", "nima", "--images", str(ordinary), "--out", str(labels), "--distortions-per-image", "1", "--views-per-image", "1"]
+        )
+        == 0
+    )
     knots = calibrate_iaa(session, [labels], work / "iaa_knots.json")
     blend = knots["blend"]
     assert knots["photos"] == 8 and blend["train_photos"] + blend["heldout_photos"] == 8
-    assert blend["train_records"] == 3 * blend["train_photos"] and blend["heldout_records"] == 2 * blend["heldout_photos"]  # held-out crops left out
+    assert (
+        blend["train_records"] == 3 * blend["train_photos"] and blend["heldout_records"] == 2 * blend["heldout_photos"]
+    )  # held-out crops left out
     summary = export_package_files(work, student_checkpoint, [p for p, _, _ in photos[:4]])
     assert summary["onnx_vs_torch_max_abs"] < 0.05
     package = write_quality_package(work, tmp_path / "package", "0.0.1", "test", fidelity=None)
@@ -142,11 +151,11 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
 def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, student_checkpoint, corpus_dir, unipercept_sensitive_checkpoint):
     """`teacher` (the small checkpoint: its scores mean nothing, only the plumbing is tested) labels unrated
     photos and the dev training photos, resumes without recomputing, and `fit` learns from the labels."""
+    from export.common.splits import is_heldout
     from export.distill.label import read_records
     from export.wholeview.features import cache_dev_features, feature_session
     from export.wholeview.fit import fit_iqa_head, load_iqa_head
     from export.wholeview.teacher import TEACHER_DEV_LABELS, TEACHER_FEATURES, TEACHER_LABELS, load_iqa_teacher, teacher_step, teacher_term
-    from export.common.splits import is_heldout
 
     work = tmp_path / "work"
     photos = dev_photos()[:24]
@@ -207,8 +216,24 @@ def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, stude
 def test_quality_teacher_refuses_a_teacher_that_cannot_rate_photos_alone(tmp_path, teacher):
     student = tmp_path / "student.pt"
     student.write_bytes(b"not read: the teacher is checked first")
-    run = subprocess.run([sys.executable, "-m", "export.wholeview", "teacher", "--student", str(student), "--work", str(tmp_path / "work"),
-                          "--teacher", teacher], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export.wholeview",
+            "teacher",
+            "--student",
+            str(student),
+            "--work",
+            str(tmp_path / "work"),
+            "--teacher",
+            teacher,
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert ("does not rate iqa" in run.stderr) if not teacher.startswith("unipercept") else ("config.json" in run.stderr)
     assert not (tmp_path / "work").exists()

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
+from _teachers_fixtures import PHOTOS, corpus_photo
 from scipy.stats import spearmanr
 
 from export.common.distortions import HELDOUT_KINDS, KINDS, LEVELS, TRAIN_KINDS, apply_distortion
 from export.teachers import load_teacher
-
-from _teachers_fixtures import PHOTOS, corpus_photo
 
 
 @pytest.fixture(scope="module")

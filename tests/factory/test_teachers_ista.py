@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from _teachers_fixtures import PHOTOS, add_noise, brick_wall, corpus_photo, foliage, sky_gradient
 from PIL import Image
 from scipy.stats import spearmanr
 
 from export.common.distortions import LEVELS, apply_distortion
 from export.teachers import load_teacher
-
-from _teachers_fixtures import PHOTOS, add_noise, brick_wall, corpus_photo, foliage, sky_gradient
 
 
 @pytest.fixture(scope="module")

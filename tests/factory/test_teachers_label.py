@@ -1,13 +1,11 @@
 """The labeller: every axis per sample, resumable without duplicates, bad images skipped with a warning."""
 
-
 import pytest
+from _teachers_fixtures import PHOTOS, corpus_photo
 
 from export.distill.label import iter_samples, read_records, sample_image
 from export.distill.label_command import main
 from export.teachers import load_teacher
-
-from _teachers_fixtures import PHOTOS, corpus_photo
 
 TEACHERS = ["--teacher", "iqa-synthetic", "--teacher", "ista"]
 

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from _teachers_fixtures import corpus_photo
 
 from export.common.distortions import apply_distortion
-
-from _teachers_fixtures import corpus_photo
 
 torch = pytest.importorskip("torch")
 nima = pytest.importorskip("export.teachers.nima")

@@ -11,8 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.train import train  # noqa: E402
 from test_train_stage1 import dataset_args, two_torch_threads, write_mixed_data  # noqa: E402,F401  (two_torch_threads: autouse)
+
+from export.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,9 +41,31 @@ def layout(folder: Path) -> dict:
 
 
 def test_two_process_fsdp_run_writes_the_one_process_checkpoint(unipercept_tiny_checkpoint: Path, mixed_data, tmp_path: Path) -> None:
-    base = ["--checkpoint", str(unipercept_tiny_checkpoint), *dataset_args(mixed_data), "--device", "cpu",
-            "--train", "mlp1,llm-layers", "--lr", "3e-3", "--warmup", "1", "--grad-accum", "1", "--workers", "0",
-            "--save-every", "1", "--keep-last", "2", "--log-every", "1", "--sigma", "4"]
+    base = [
+        "--checkpoint",
+        str(unipercept_tiny_checkpoint),
+        *dataset_args(mixed_data),
+        "--device",
+        "cpu",
+        "--train",
+        "mlp1,llm-layers",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "1",
+        "--grad-accum",
+        "1",
+        "--workers",
+        "0",
+        "--save-every",
+        "1",
+        "--keep-last",
+        "2",
+        "--log-every",
+        "1",
+        "--sigma",
+        "4",
+    ]
     common = base + ["--steps", "2"]
     # The same 4 samples per step: one process x batch 4, or two processes x batch 2.
     assert train.main(["--output", str(tmp_path / "one"), "--batch-size", "4", *common]) == 0
@@ -64,7 +87,9 @@ def test_two_process_fsdp_run_writes_the_one_process_checkpoint(unipercept_tiny_
     for name, value in one["trainable"].items():
         initial = start[name.removeprefix("model.")].float()
         assert float((value - two["trainable"][name]).abs().max()) < 1e-3, name
-        same_direction = torch.nn.functional.cosine_similarity((value - initial).flatten(), (two["trainable"][name] - initial).flatten(), dim=0)
+        same_direction = torch.nn.functional.cosine_similarity(
+            (value - initial).flatten(), (two["trainable"][name] - initial).flatten(), dim=0
+        )
         assert float(same_direction) > 0.999, name
     assert one["optimizer"]["state"].keys() == two["optimizer"]["state"].keys()
 
@@ -81,16 +106,46 @@ def test_two_process_grpo_mixes_ratings_and_generated_replies(unipercept_tiny_ch
     pytest.importorskip("peft")
     from safetensors.torch import load_file
 
-    args = ["--checkpoint", str(unipercept_tiny_checkpoint), "--output", str(tmp_path / "grpo"), *dataset_args(mixed_data),
-            "--device", "cpu", "--train", "llm", "--lora-rank", "4", "--lr", "1e-2", "--batch-size", "2", "--grad-accum", "1",
-            "--workers", "0", "--steps", "2", "--save-every", "2", "--log-every", "1", "--group-size", "4",
-            "--max-new-tokens", "3"]
+    args = [
+        "--checkpoint",
+        str(unipercept_tiny_checkpoint),
+        "--output",
+        str(tmp_path / "grpo"),
+        *dataset_args(mixed_data),
+        "--device",
+        "cpu",
+        "--train",
+        "llm",
+        "--lora-rank",
+        "4",
+        "--lr",
+        "1e-2",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--workers",
+        "0",
+        "--steps",
+        "2",
+        "--save-every",
+        "2",
+        "--log-every",
+        "1",
+        "--group-size",
+        "4",
+        "--max-new-tokens",
+        "3",
+    ]
     result = torchrun("export.train.grpo", args)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "step 2/2" in result.stderr and "reward" in result.stderr
     assert (tmp_path / "grpo" / "checkpoints" / "step-0000002" / "trainer_state.pt").is_file()
     assert layout(tmp_path / "grpo")["tensors"] == layout(unipercept_tiny_checkpoint)["tensors"]
-    start, trained = load_file(str(unipercept_tiny_checkpoint / "model.safetensors")), load_file(str(tmp_path / "grpo" / "model.safetensors"))
+    start, trained = (
+        load_file(str(unipercept_tiny_checkpoint / "model.safetensors")),
+        load_file(str(tmp_path / "grpo" / "model.safetensors")),
+    )
     key = "language_model.model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(start[key], trained[key])  # the adapters, merged into the original weight names
     assert torch.equal(start["mlp1.1.weight"], trained["mlp1.1.weight"])

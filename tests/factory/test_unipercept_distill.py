@@ -37,8 +37,19 @@ def distilled(unipercept_sensitive_checkpoint: Path, tmp_path_factory):
     work = root / "work"
     teacher = f"unipercept:{unipercept_sensitive_checkpoint}"
     steps = [
-        ("label", "--teacher", teacher, "--images", str(images), "--out", str(work / "labels.jsonl"),
-         "--distortions-per-image", "1", "--threads", "2"),
+        (
+            "label",
+            "--teacher",
+            teacher,
+            "--images",
+            str(images),
+            "--out",
+            str(work / "labels.jsonl"),
+            "--distortions-per-image",
+            "1",
+            "--threads",
+            "2",
+        ),
         ("train", "--work", str(work), "--size", "96", "--max-steps", "2"),
     ]
     for step in steps:

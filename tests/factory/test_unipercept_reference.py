@@ -191,8 +191,11 @@ def test_llama_cpp_converter_recognises_the_tokenizer(unipercept_tiny_checkpoint
     out = tmp_path / "vocab.gguf"
     env = {**__import__("os").environ, "PYTHONPATH": str(llama_cpp_source.gguf_py_dir())}
     result = subprocess.run(
-        [sys.executable, str(llama_cpp_source.converter_script()), str(unipercept_tiny_checkpoint), "--vocab-only",
-         "--outfile", str(out)], capture_output=True, text=True, timeout=300, env=env,
+        [sys.executable, str(llama_cpp_source.converter_script()), str(unipercept_tiny_checkpoint), "--vocab-only", "--outfile", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     reader = llama_cpp_source.import_gguf().GGUFReader(str(out))
