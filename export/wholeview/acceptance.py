@@ -21,10 +21,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from export.common.errors import FactoryError
+from export.common.ranks import spearman_or_zero
 from export.common.size_ladders import LADDER_KINDS, LADDER_LEVELS, ladder_image, resize_long_side, smooth_ladder_image
 from export.common.splits import is_heldout
 from perceptlite import Scorer
-from perceptlite.datasets.metrics import srcc
 
 from .config import CORPUS, EVAL_WALLPAPERS, WORK_FILES, dev_photos, wallpaper_photo
 from .fit import agreement
@@ -41,12 +41,6 @@ TARGETS = {
     "iaa_iqr": 10.0,
     "ista_smoothing": -0.85,
 }
-
-
-def _srcc(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation; 0.0 when either side is constant (scores that do not move rank nothing)."""
-    value = srcc(a, b)
-    return 0.0 if np.isnan(value) else value
 
 
 def score_paths(scorer: Scorer, paths: Sequence[Path], desc: str) -> np.ndarray:
@@ -90,7 +84,7 @@ def size_ladders(scorer: Scorer, photos: Sequence[str], sizes: Sequence[int] = L
             for kind in LADDER_KINDS:
                 levels = range(len(LADDER_LEVELS[kind]) + 1)
                 iqa = score_images(scorer, [ladder_image(image, kind, level, name) for level in levels])[:, 1]
-                per_kind[kind].append(_srcc(list(levels), iqa))
+                per_kind[kind].append(spearman_or_zero(list(levels), iqa))
         for kind, values in per_kind.items():
             result[kind][str(size)] = round(float(np.mean(values)), 3)
     return result
@@ -131,10 +125,14 @@ def iaa_and_ista(scorer: Scorer, corpus: Sequence[Path], ladder_photos: int = 12
     smoothing, noise = [], []
     for path in corpus[:ladder_photos]:
         image = Image.open(path).convert("RGB")
-        smoothing.append(_srcc(range(6), score_images(scorer, [smooth_ladder_image(image, lv) for lv in range(6)])[:, 2]))
-        noise.append(_srcc(range(6), score_images(scorer, [ladder_image(image, "gaussian_noise", lv, path.name) for lv in range(6)])[:, 2]))
+        smoothing.append(spearman_or_zero(range(6), score_images(scorer, [smooth_ladder_image(image, lv) for lv in range(6)])[:, 2]))
+        noise.append(
+            spearman_or_zero(
+                range(6), score_images(scorer, [ladder_image(image, "gaussian_noise", lv, path.name) for lv in range(6)])[:, 2]
+            )
+        )
     return {
-        "iaa_vs_nima_srcc": round(_srcc(scores[:, 0], nima_iaa), 4),
+        "iaa_vs_nima_srcc": round(spearman_or_zero(scores[:, 0], nima_iaa), 4),
         "iaa_quartiles_corpus": np.percentile(scores[:, 0], [25, 50, 75]).round(2).tolist(),
         "ista_median_smoothing_ladder": round(float(np.mean(smoothing)), 3),
         "ista_noise_ladder": round(float(np.mean(noise)), 3),
@@ -153,14 +151,20 @@ def iaa_on_heldout_records(scorer: Scorer, work: Path) -> dict:
     records = [r for r in blend_records(labels) if is_heldout(r["source"])]
     images = (record_image(r) for r in records)
     iaa = [r.iaa for r in tqdm(scorer.score_many(images), total=len(records), desc="held-out records", unit="img")]
-    return {"iaa_vs_nima_srcc_heldout_records": round(_srcc(iaa, [r["iaa"] for r in records]), 4), "heldout_records": len(records)}
+    return {
+        "iaa_vs_nima_srcc_heldout_records": round(spearman_or_zero(iaa, [r["iaa"] for r in records]), 4),
+        "heldout_records": len(records),
+    }
 
 
 def variant_agreement(package: Path, paths: Sequence[Path]) -> dict:
     fp32 = score_paths(Scorer(package, device="cpu", variant="fp32"), paths, "fp32")
     int8 = score_paths(Scorer(package, device="cpu", variant="int8"), paths, "int8")
     return {
-        axis: {"srcc": round(_srcc(fp32[:, i], int8[:, i]), 4), "max_abs_diff": round(float(np.abs(fp32[:, i] - int8[:, i]).max()), 2)}
+        axis: {
+            "srcc": round(spearman_or_zero(fp32[:, i], int8[:, i]), 4),
+            "max_abs_diff": round(float(np.abs(fp32[:, i] - int8[:, i]).max()), 2),
+        }
         for i, axis in enumerate(("iaa", "iqa", "ista"))
     }
 

@@ -23,11 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from export.common.errors import FactoryError
+from export.common.ranks import spearman_or_zero
 from export.common.splits import is_heldout
 from export.distill.label import read_records
 from export.distill.train import record_image
 from perceptlite.backends.preprocess import prepare_pixels
-from perceptlite.datasets.metrics import srcc
 
 from .config import WORK_FILES
 from .features import FeatureSession, save_npz, student_heads
@@ -113,9 +113,9 @@ def fit_iaa_blend(work: Path, alpha: float = IAA_RIDGE_ALPHA, weight: float = IA
         "heldout_records": int(held.sum()),
         "heldout_srcc_vs_nima": {
             name: {
-                "student_head": round(srcc(raw[r], nima[r]), 4),
-                "ridge": round(srcc(ridge[r], nima[r]), 4),
-                "blend": round(srcc(blend[r], nima[r]), 4),
+                "student_head": round(spearman_or_zero(raw[r], nima[r]), 4),
+                "ridge": round(spearman_or_zero(ridge[r], nima[r]), 4),
+                "blend": round(spearman_or_zero(blend[r], nima[r]), 4),
             }
             for name, r in rows.items()
         },
