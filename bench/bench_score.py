@@ -202,7 +202,7 @@ def nima_rate(paths: list[Path], batch: int = 16, threads: int = 2) -> float | N
     try:
         import torch
 
-        from export.student.teachers.nima import load_nima, preprocess
+        from export.teachers.nima import load_nima, preprocess
     except ImportError:
         return None
     torch.set_num_threads(threads)

@@ -43,9 +43,9 @@ def brick_wall(size=(320, 240), seed=0) -> Image.Image:
         for col in range(-1, w // bw + 2):
             tone = np.array([0.62, 0.28, 0.2]) * rng.uniform(0.75, 1.15)
             y0, x0 = row * bh, col * bw + offset
-            img[max(y0, 0):y0 + bh, max(x0, 0):max(x0 + bw, 0)] = tone
-            img[max(y0, 0):y0 + 2, max(x0, 0):max(x0 + bw, 0)] = mortar
-            img[max(y0, 0):y0 + bh, max(x0, 0):max(x0 + 2, 0)] = mortar
+            img[max(y0, 0) : y0 + bh, max(x0, 0) : max(x0 + bw, 0)] = tone
+            img[max(y0, 0) : y0 + 2, max(x0, 0) : max(x0 + bw, 0)] = mortar
+            img[max(y0, 0) : y0 + bh, max(x0, 0) : max(x0 + 2, 0)] = mortar
     img += rng.normal(0, 0.05, (h, w, 1)) * (1 + 0 * img)
     return Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8))
 

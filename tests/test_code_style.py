@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKED = ["perceptlite", "tests"]
+CHECKED = ["perceptlite", "tests", "export"]
 
 
 def _run(tool: str, *args: str) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from export.student.size_ladders import LADDER_LEVELS, damage, resize_long_side
+from export.common.size_ladders import LADDER_LEVELS, damage, resize_long_side
 from perceptlite import Scorer
 from perceptlite.datasets.metrics import srcc
 
@@ -108,9 +108,9 @@ def whole_view_agreement(package: Path, source: Path, paths: Sequence[Path]) -> 
 def iaa_vs_nima(scorer: Scorer, labels: Path, photos: int | None = None) -> dict:
     """SRCC of iaa vs NIMA over the held-out corpus photos' clean and distorted records (4 distortions each,
     seed 0, long side 512: 0.1.0's labelling), labelled into `labels` (resumed) with the first `photos` only."""
-    from export.student.label import iter_samples, label_samples, read_records, sample_image
-    from export.student.splits import is_heldout
-    from export.student.teachers.nima import NimaTeacher
+    from export.common.splits import is_heldout
+    from export.distill.label import iter_samples, label_samples, read_records, sample_image
+    from export.teachers.nima import NimaTeacher
 
     from .photos import CORPUS
 
@@ -126,9 +126,9 @@ def iaa_vs_nima(scorer: Scorer, labels: Path, photos: int | None = None) -> dict
 
 def iaa_and_ista(scorer: Scorer, photos: int | None = None) -> dict:
     """0.5.0's whole-view checks on this package: iaa vs NIMA and iaa's quartiles on the held-out corpus photos,
-    ista along median-smoothing and noise ladders (export.student.quality_acceptance)."""
-    from export.student.quality_acceptance import heldout_corpus
-    from export.student.quality_acceptance import iaa_and_ista as whole_view_checks
+    ista along median-smoothing and noise ladders (export.wholeview.acceptance)."""
+    from export.wholeview.acceptance import heldout_corpus
+    from export.wholeview.acceptance import iaa_and_ista as whole_view_checks
 
     return whole_view_checks(scorer, heldout_corpus()[:photos])
 

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import click
 
-from .iqa_training import RatedPhoto, TrainingConfig, TrainingError, UnratedPhoto
-from .photos import CORPUS, PhotoSetError, corpus_damage_photos, professional_eval_photos, professional_training_photos, rated_photos
+from export.common.errors import FactoryError
+
+from .iqa_training import RatedPhoto, TrainingConfig, UnratedPhoto
+from .photos import CORPUS, corpus_damage_photos, professional_eval_photos, professional_training_photos, rated_photos
 
 SOURCE_PACKAGE = Path("models/perceptlite-base")
 RECIPE_COMMAND = "python -m export.base all --work artifacts/base --out models/perceptlite-base"
@@ -100,17 +102,14 @@ def main() -> None:
 
 
 def _timed(step: str):
-    """Run a step, print its time, and turn the recipe's own errors into one-line exits."""
-    from .export import ExportError
-    from .package import PackageError
-    from .package_model import GraphError
+    """Run a step, print its time, and turn the factory's errors into one-line exits."""
 
     def wrap(function):
         def run(*args, **kwargs):
             started = time.time()
             try:
                 result = function(*args, **kwargs)
-            except (PhotoSetError, TrainingError, ExportError, PackageError, GraphError) as exc:
+            except FactoryError as exc:
                 raise click.ClickException(str(exc)) from exc
             _echo(f"{step}: {time.time() - started:.0f} s")
             return result
@@ -305,12 +304,12 @@ def all_steps(work: Path, source: Path, out: Path, smoke: bool) -> None:
 @click.option("--name", default=None, help="The new package's name (default: the base's, with -own).")
 def own_ratings(images: Path, scores: Path, out: Path, base: Path, end_to_end: bool, work: Path, name: str | None) -> None:
     """Fit iqa to your own ratings: IMAGES holds the files, SCORES is a `file,score` table (paths relative to IMAGES)."""
-    from .own_ratings import RatingsError, fit_own_package
+    from .own_ratings import fit_own_package
 
     started = time.time()
     try:
         result = fit_own_package(images, scores, out, base, end_to_end, work, name, log=_echo)
-    except (RatingsError, TrainingError, PhotoSetError) as exc:
+    except FactoryError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(result, indent=2))
     _echo(f"own-ratings: {time.time() - started:.0f} s -> {out}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.student.network import STAGES, Backbone, load_imagenet_backbone, pooled_stats
+from export.common.network import STAGES, Backbone, load_imagenet_backbone, pooled_stats
 
 BLOCK_CHANNELS = tuple(cout for repeats, *_, cout in STAGES for _ in range(repeats))
 BLOCK_FEATURES = 2 * sum(BLOCK_CHANNELS)

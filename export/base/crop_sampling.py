@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from export.student.size_ladders import damage
+from export.common.size_ladders import damage
 
 CROP = 224
 MAX_SIDE = 1536

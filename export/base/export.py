@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.student.quantize import quantize_int8
+from export.common.errors import FactoryError
+from export.common.quantize import quantize_int8
 
 from .crop_network import imagenet_crop_net
 from .package_model import build_package_onnx, max_difference
@@ -17,7 +18,7 @@ from .package_model import build_package_onnx, max_difference
 MAX_ABS_DIFF = 0.05  # score points between the combined graph and its parts
 
 
-class ExportError(RuntimeError):
+class ExportError(FactoryError, RuntimeError):
     """The exported graph does not compute what its parts compute."""
 
 
@@ -32,7 +33,7 @@ def load_trained(checkpoint: Path):
 
 def runtime_inputs(paths: Sequence[Path]) -> list[dict[str, np.ndarray]]:
     """Each image's inputs, prepared exactly as the runtime prepares them."""
-    from export.student.quality_export import model_inputs
+    from export.wholeview.export import model_inputs
 
     return [model_inputs(path) for path in paths]
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from export.common.errors import FactoryError
+
 from .crop_network import CropIqaNet, imagenet_crop_net
 from .crop_sampling import damage_at, damaged_views, draw_kinds, random_crops
 
@@ -71,7 +73,7 @@ class EpochLog:
     terms: dict[str, float] = field(default_factory=dict)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(FactoryError, RuntimeError):
     """A training run cannot go on (bad inputs, a checkpoint from another configuration)."""
 
 
@@ -193,7 +195,7 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------------
     def _probe(self) -> None:
-        from export.student.quality_model import input_spec
+        from export.wholeview.model import input_spec
         from perceptlite.backends.preprocess import prepare_crops
 
         spec = input_spec()
@@ -307,7 +309,7 @@ def predict(net: CropIqaNet, images: Sequence[Image.Image], batch: int = 8, cell
     `cells`: other cells of the package's crop grid than its own."""
     from dataclasses import replace
 
-    from export.student.quality_model import input_spec
+    from export.wholeview.model import input_spec
     from perceptlite.backends.preprocess import prepare_crops
 
     spec = input_spec()

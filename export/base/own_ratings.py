@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.common.errors import FactoryError
 from perceptlite.datasets.metrics import agreement
 
 from .package_model import FEATURES, _iqa_unsqueeze, _prune, _toposort
@@ -30,7 +31,7 @@ FOLDS = 5
 MIN_PHOTOS = 10
 
 
-class RatingsError(ValueError):
+class RatingsError(FactoryError, ValueError):
     """The ratings or the package cannot make a model."""
 
 
@@ -277,7 +278,7 @@ def fit_own_package(
 
 def _end_to_end(ratings: Sequence[Rating], base: Path, work: Path, log: Callable[[str], None]):
     """Cross-validate and train the crop network from ImageNet on the ratings (export/base/iqa_training.py)."""
-    from export.student.quantize import quantize_int8
+    from export.common.quantize import quantize_int8
 
     from .crossval import cross_validate
     from .export import runtime_inputs

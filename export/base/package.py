@@ -7,6 +7,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from export.common.errors import FactoryError
 from perceptlite.package.manifest import write_package
 
 from .card import model_card
@@ -31,7 +32,7 @@ CONFIGURATIONS_TRIED = (
 )
 
 
-class PackageError(RuntimeError):
+class PackageError(FactoryError, RuntimeError):
     """The package cannot be written from what the work folder holds."""
 
 

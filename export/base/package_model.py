@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.common.errors import FactoryError
+
 from .crop_network import CropIqaNet
 
 CROP_NET_PREFIX = "iqa_net"
@@ -25,7 +27,7 @@ SCORES = "scores"
 IQA_INDEX = 1  # scores[:, 1] is iqa
 
 
-class GraphError(ValueError):
+class GraphError(FactoryError, ValueError):
     """A source graph this module cannot take the whole view from."""
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from export.student.splits import is_heldout
+from export.common.errors import FactoryError
+from export.common.splits import is_heldout
 
 from .crop_sampling import CROP
 
@@ -47,7 +48,7 @@ CORPUS_DAMAGE_PHOTOS = 300  # corpus training photos that also give damaged crop
 FOLDS = 5
 
 
-class PhotoSetError(FileNotFoundError):
+class PhotoSetError(FactoryError, FileNotFoundError):
     """A photo set the recipe needs is not on this machine."""
 
 
@@ -95,7 +96,7 @@ def professional_eval_photos() -> list[Path]:
 
 
 def corpus_damage_photos(count: int = CORPUS_DAMAGE_PHOTOS) -> list[Path]:
-    """The first `count` corpus training photos (export/student/splits.py) at least 224 px across."""
+    """The first `count` corpus training photos (export/common/splits.py) at least 224 px across."""
     from PIL import Image
 
     photos = []

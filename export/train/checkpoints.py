@@ -100,19 +100,34 @@ def read_step_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
     reader = _MetadataCheckingReader(str(folder))
     entries = reader.read_metadata().state_dict_metadata.items()
-    state = {key: torch.empty(entry.size, dtype=entry.properties.dtype)
-             for key, entry in entries if isinstance(entry, TensorStorageMetadata)}
+    state = {
+        key: torch.empty(entry.size, dtype=entry.properties.dtype) for key, entry in entries if isinstance(entry, TensorStorageMetadata)
+    }
     with _quiet_if_one_process():
         dcp.load(state, storage_reader=reader, no_dist=True)
     return state
 
 
 # What DCP's `.metadata` pickle may name: its index classes, paths, torch.Size and dtypes, the layout decoder.
-_METADATA_CLASSES = {("torch.distributed.checkpoint.metadata", name) for name in (
-    "Metadata", "MetadataIndex", "StorageMeta", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
-    "TensorProperties", "_MEM_FORMAT_ENCODING")} | {
-    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"),
-    ("torch", "Size"), ("torch.serialization", "_get_layout")}
+_METADATA_CLASSES = {
+    ("torch.distributed.checkpoint.metadata", name)
+    for name in (
+        "Metadata",
+        "MetadataIndex",
+        "StorageMeta",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "_MEM_FORMAT_ENCODING",
+    )
+} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "PurePosixPath"),
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+}
 
 
 class _MetadataUnpickler(pickle.Unpickler):
@@ -171,8 +186,10 @@ def latest_step_folder(output: Path) -> Path | None:
     found = [p for p in folders if (p / PROGRESS).is_file()]
     if not found and any((p / LEGACY_TRAINER_STATE).is_file() for p in folders):
         # Starting over silently would throw away a long run's progress.
-        raise ValueError(f"{output / 'checkpoints'}: step checkpoints in the old whole-state format ({LEGACY_TRAINER_STATE}); "
-                         "resume them with the version that wrote them")
+        raise ValueError(
+            f"{output / 'checkpoints'}: step checkpoints in the old whole-state format ({LEGACY_TRAINER_STATE}); "
+            "resume them with the version that wrote them"
+        )
     return found[-1] if found else None
 
 
@@ -190,4 +207,3 @@ def publish_final(weights: dict, source: Path, output: Path) -> None:
             shutil.rmtree(target)
         shutil.move(str(path), target)
     staging.rmdir()
-

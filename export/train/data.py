@@ -36,7 +36,7 @@ class DatasetSpec:
     task: str | None = None  # rating, mcq, text; None: rating when axis= is given, else read from the records
 
     @classmethod
-    def parse(cls, text: str) -> "DatasetSpec":
+    def parse(cls, text: str) -> DatasetSpec:
         """Parse 'json=FILE,images=DIR[,axis=iqa][,min=1,max=5][,weight=1][,task=rating|mcq|text]'."""
         fields = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
         missing = [key for key in ("json", "images") if key not in fields]
@@ -51,8 +51,15 @@ class DatasetSpec:
         if weight <= 0:
             raise ValueError(f"--dataset {text!r}: weight must be positive")
         low, high = fields.get("min"), fields.get("max")
-        return cls(Path(fields["json"]), Path(fields["images"]), fields.get("axis"),
-                   float(low) if low is not None else None, float(high) if high is not None else None, weight, task)
+        return cls(
+            Path(fields["json"]),
+            Path(fields["images"]),
+            fields.get("axis"),
+            float(low) if low is not None else None,
+            float(high) if high is not None else None,
+            weight,
+            task,
+        )
 
 
 @dataclass
@@ -87,10 +94,14 @@ def _rating_samples(spec: DatasetSpec, records: list[dict]) -> list[Sample]:
     seen_low, seen_high = min(scores), max(scores)
     if seen_low < low or seen_high > high:
         # A rating outside the declared scale means the scale is wrong (e.g. max=100 for a 0-10 file); clipping would hide it.
-        raise ValueError(f"{spec.json}: ratings span {seen_low:g}..{seen_high:g}, outside the declared "
-                         f"min={low:g}..max={high:g}; pass the file's own scale as min= and max=")
-    return [Sample(spec.images / r["image"], "rating", axis=spec.axis, target=(score - low) / (high - low) * 100.0)
-            for r, score in zip(records, scores)]
+        raise ValueError(
+            f"{spec.json}: ratings span {seen_low:g}..{seen_high:g}, outside the declared "
+            f"min={low:g}..max={high:g}; pass the file's own scale as min= and max="
+        )
+    return [
+        Sample(spec.images / r["image"], "rating", axis=spec.axis, target=(score - low) / (high - low) * 100.0)
+        for r, score in zip(records, scores)
+    ]
 
 
 def _qa_samples(spec: DatasetSpec, records: list[dict]) -> list[Sample]:
@@ -152,7 +163,7 @@ class Mixture:
         samples: list[Sample] = []
         while len(samples) < per_step:
             epoch, offset = divmod(first + len(samples), self.epoch_length)
-            samples += self.epoch(epoch)[offset: offset + per_step - len(samples)]
+            samples += self.epoch(epoch)[offset : offset + per_step - len(samples)]
         return samples
 
     def counts(self) -> dict[str, int]:

@@ -128,7 +128,7 @@ class Engine:
 
     def micro_batches(self, samples: list) -> list[list]:
         size = self.options.batch_size
-        return [samples[i: i + size] for i in range(0, len(samples), size)]
+        return [samples[i : i + size] for i in range(0, len(samples), size)]
 
     def pixels(self, samples) -> torch.Tensor:
         return load_pixels(samples, self.options.workers).to(self.device, self.compute_dtype)
@@ -140,8 +140,10 @@ class Engine:
             raise ValueError("batch size x grad accum x processes must split evenly over processes")
         step = self.resume() if options.resume else 0
         options.output.mkdir(parents=True, exist_ok=True)
-        runtime.log(f"{type(stage).__name__}: {options.steps} steps of {self.per_step} samples on {runtime.world} "
-                    f"process(es); one epoch = {self.mixture.epoch_length} samples {self.mixture.counts()}")
+        runtime.log(
+            f"{type(stage).__name__}: {options.steps} steps of {self.per_step} samples on {runtime.world} "
+            f"process(es); one epoch = {self.mixture.epoch_length} samples {self.mixture.counts()}"
+        )
         started, window = time.time(), {}
         while step < options.steps:
             samples = self.mixture.step_samples(step, self.per_step)
@@ -151,8 +153,7 @@ class Engine:
                 window.setdefault(key, []).extend(values)
             if step % options.log_every == 0 or step == options.steps:
                 shown = "  ".join(f"{key} {value:.4f}" for key, value in runtime.means(window, stage.metric_names).items())
-                runtime.log(f"step {step}/{options.steps}  {shown}  lr {self.scheduler.get_last_lr()[0]:.2e}  "
-                            f"{time.time() - started:.0f}s")
+                runtime.log(f"step {step}/{options.steps}  {shown}  lr {self.scheduler.get_last_lr()[0]:.2e}  {time.time() - started:.0f}s")
                 window = {}
             if options.save_every > 0 and (step % options.save_every == 0 or step == options.steps):
                 self.save(step)
@@ -181,9 +182,15 @@ class Engine:
         self.runtime.barrier()
         if self.runtime.main:
             # What export.train.export_step needs to rebuild the model the shards belong to, besides the step.
-            progress = {"step": step, "seed": self.options.seed, "processes": self.runtime.world,
-                        "checkpoint": str(self.options.checkpoint.resolve()), "train": list(self.model_options.train),
-                        "lora_rank": self.model_options.lora_rank, "lora_alpha": self.model_options.lora_alpha}
+            progress = {
+                "step": step,
+                "seed": self.options.seed,
+                "processes": self.runtime.world,
+                "checkpoint": str(self.options.checkpoint.resolve()),
+                "train": list(self.model_options.train),
+                "lora_rank": self.model_options.lora_rank,
+                "lora_alpha": self.model_options.lora_alpha,
+            }
             finish_step(folder, progress, self.options.keep_last)
         self.runtime.barrier()
 

@@ -40,7 +40,9 @@ from export.train.train import add_common_arguments, common_options
 OBJECTIVES = ("grpo", "eq3")
 
 
-def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, rewards: torch.Tensor, clip: float, objective: str = "grpo") -> torch.Tensor:
+def clipped_surrogate(
+    ratio: torch.Tensor, advantages: torch.Tensor, rewards: torch.Tensor, clip: float, objective: str = "grpo"
+) -> torch.Tensor:
     """Per-token PPO surrogate, (G, T) from ratio (G, T) and per-answer advantages and rewards (G,).
 
     "grpo": min(rho A, clip(rho, 1 - eps, 1 + eps) A), the GRPO objective of VLM-R1, which UniPercept adapted.
@@ -95,8 +97,9 @@ class TaskAlignedRL:
 
     def _answer_log_probs(self, policy, rollout: Rollout, reference: bool = False) -> torch.Tensor:
         """(G, T) log-probabilities of the rollout's answer tokens under the policy (or the reference)."""
-        logits = policy("logits", reference=reference, pixel_values=rollout.pixels, input_ids=rollout.input_ids,
-                        positions=rollout.positions)
+        logits = policy(
+            "logits", reference=reference, pixel_values=rollout.pixels, input_ids=rollout.input_ids, positions=rollout.positions
+        )
         if rollout.rating:
             log_probs = torch.log_softmax(logits[:, self.score_ids], dim=-1)  # (1, 101): the rater's distribution
             return log_probs[0][rollout.actions]
@@ -122,8 +125,18 @@ class TaskAlignedRL:
         scores = torch.multinomial(torch.softmax(logits, dim=-1), self.settings.group_size, replacement=True, generator=generator)
         rewards = torch.tensor([rating_reward(float(s), sample.target, self.settings.sigma_0, self.settings.alpha) for s in scores])
         actions = scores[:, None]
-        rollout = Rollout(pixels, ids, positions, actions, torch.ones_like(actions, dtype=torch.float32),
-                          torch.log_softmax(logits, dim=-1)[actions], None, group_advantages(rewards).to(device), rewards, True)
+        rollout = Rollout(
+            pixels,
+            ids,
+            positions,
+            actions,
+            torch.ones_like(actions, dtype=torch.float32),
+            torch.log_softmax(logits, dim=-1)[actions],
+            None,
+            group_advantages(rewards).to(device),
+            rewards,
+            True,
+        )
         rollout.reference_log_probs = self._reference_log_probs(engine, rollout)
         return rollout
 
@@ -131,18 +144,39 @@ class TaskAlignedRL:
     def _question_rollout(self, engine: Engine, sample, pixels: torch.Tensor, generator: torch.Generator) -> Rollout:
         prompts, settings, device = engine.prompts, self.settings, pixels.device
         prompt = prompts.prompt_ids(sample)
-        replies = engine.policy("sample", pixel_values=pixels, prompt_ids=torch.tensor([prompt], device=device),
-                                count=settings.group_size, max_new_tokens=settings.max_new_tokens,
-                                temperature=settings.temperature, stop_ids=prompts.stop_ids, generator=generator)
+        replies = engine.policy(
+            "sample",
+            pixel_values=pixels,
+            prompt_ids=torch.tensor([prompt], device=device),
+            count=settings.group_size,
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            stop_ids=prompts.stop_ids,
+            generator=generator,
+        )
         stops = torch.isin(replies, torch.tensor(prompts.stop_ids, device=device))
         lengths = torch.where(stops.any(1), stops.int().argmax(1) + 1, torch.full_like(stops[:, 0], replies.shape[1], dtype=torch.long))
         mask = (torch.arange(replies.shape[1], device=device)[None, :] < lengths[:, None]).float()
-        rewards = torch.tensor([self._question_reward(sample, prompts.decode(row[:n].tolist()), bool(stop.any()))
-                                for row, n, stop in zip(replies, lengths.tolist(), stops)])
+        rewards = torch.tensor(
+            [
+                self._question_reward(sample, prompts.decode(row[:n].tolist()), bool(stop.any()))
+                for row, n, stop in zip(replies, lengths.tolist(), stops)
+            ]
+        )
         rows = [prompt + row[:-1].tolist() for row in replies]
         positions = torch.tensor([(g, len(prompt) - 1 + t) for g in range(len(rows)) for t in range(replies.shape[1])], device=device)
-        rollout = Rollout(pixels, pad_right(rows, prompts.pad_id, device), positions, replies, mask, None, None,
-                          group_advantages(rewards).to(device), rewards, False)
+        rollout = Rollout(
+            pixels,
+            pad_right(rows, prompts.pad_id, device),
+            positions,
+            replies,
+            mask,
+            None,
+            None,
+            group_advantages(rewards).to(device),
+            rewards,
+            False,
+        )
         rollout.old_log_probs = self._answer_log_probs(engine.policy, rollout)
         rollout.reference_log_probs = self._reference_log_probs(engine, rollout)
         return rollout
@@ -159,7 +193,8 @@ class TaskAlignedRL:
             for local_index, sample in enumerate(samples):
                 global_index = engine.runtime.rank + local_index * engine.runtime.world
                 generator = torch.Generator(device=engine.device).manual_seed(
-                    engine.options.seed * 1_000_003 + step * 10_007 + global_index)
+                    engine.options.seed * 1_000_003 + step * 10_007 + global_index
+                )
                 pixels = engine.pixels([sample])
                 with engine.autocast:
                     make = self._rating_rollout if sample.task == "rating" else self._question_rollout
@@ -221,8 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sigma-0", type=float, default=SIGMA_0, help="rating reward: base width in score points")
     parser.add_argument("--alpha", type=float, default=ALPHA, help="rating reward: how fast the width grows with the error")
     parser.add_argument("--format-weight", type=float, default=0.5, help="weight of the format reward on free-text answers")
-    parser.add_argument("--objective", choices=OBJECTIVES, default="grpo",
-                        help="grpo: the standard clipped surrogate; eq3: the paper's Eq. 3 as printed (surrogate x reward)")
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="grpo",
+        help="grpo: the standard clipped surrogate; eq3: the paper's Eq. 3 as printed (surrogate x reward)",
+    )
     return parser
 
 
@@ -230,8 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         options = common_options(args, updates_per_step=args.updates_per_step)
-        settings = GrpoSettings(args.group_size, args.beta, args.clip, args.temperature, args.max_new_tokens,
-                                args.sigma_0, args.alpha, args.format_weight, args.objective)
+        settings = GrpoSettings(
+            args.group_size,
+            args.beta,
+            args.clip,
+            args.temperature,
+            args.max_new_tokens,
+            args.sigma_0,
+            args.alpha,
+            args.format_weight,
+            args.objective,
+        )
         if settings.group_size < 2:
             raise ValueError("--group-size must be at least 2: advantages are relative to the group")
         run_grpo(options, settings)

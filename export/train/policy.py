@@ -75,8 +75,12 @@ def load_trainable_model(checkpoint: Path, options: ModelOptions, dtype: torch.d
 def _with_lora(language_model: nn.Module, options: ModelOptions) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=options.lora_rank, lora_alpha=options.lora_alpha or 2 * options.lora_rank,
-                      lora_dropout=options.lora_dropout, target_modules=LORA_TARGETS)
+    lora = LoraConfig(
+        r=options.lora_rank,
+        lora_alpha=options.lora_alpha or 2 * options.lora_rank,
+        lora_dropout=options.lora_dropout,
+        target_modules=LORA_TARGETS,
+    )
     wrapped = get_peft_model(language_model, lora)
     for name, parameter in wrapped.named_parameters():
         if "lora_" in name:
@@ -135,8 +139,16 @@ class Policy(nn.Module):
         return self._head()(hidden[positions[:, 0], positions[:, 1]]).float()
 
     @torch.no_grad()
-    def _sample(self, pixel_values: torch.Tensor, prompt_ids: torch.Tensor, count: int, max_new_tokens: int,
-                temperature: float, stop_ids: list[int], generator: torch.Generator) -> torch.Tensor:
+    def _sample(
+        self,
+        pixel_values: torch.Tensor,
+        prompt_ids: torch.Tensor,
+        count: int,
+        max_new_tokens: int,
+        temperature: float,
+        stop_ids: list[int],
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         """`count` sampled replies to one prompt: (count, T) token ids, each ending with a stop id or cut at T."""
         embeds = self._embed(pixel_values, prompt_ids).expand(count, -1, -1)
         decoder, head = self._decoder(), self._head()
@@ -153,8 +165,9 @@ class Policy(nn.Module):
             finished |= torch.isin(token, stop)
             if bool(finished.all()):
                 break
-            output = decoder(inputs_embeds=self.model.language_model.get_input_embeddings()(token[:, None]),
-                             past_key_values=cache, use_cache=True)
+            output = decoder(
+                inputs_embeds=self.model.language_model.get_input_embeddings()(token[:, None]), past_key_values=cache, use_cache=True
+            )
             cache, hidden = output.past_key_values, output.last_hidden_state[:, -1]
         return torch.stack(tokens, dim=1)
 
@@ -173,8 +186,9 @@ class Prompts:
         self.img_context_id = self.tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
         self.im_end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.im_end_id
-        self.stop_ids = [self.im_end_id] + [i for i in [self.tokenizer.convert_tokens_to_ids("<|endoftext|>")]
-                                            if isinstance(i, int) and i != self.im_end_id]
+        self.stop_ids = [self.im_end_id] + [
+            i for i in [self.tokenizer.convert_tokens_to_ids("<|endoftext|>")] if isinstance(i, int) and i != self.im_end_id
+        ]
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)

@@ -35,7 +35,7 @@ def rating_reward(predicted: float, target: float, sigma_0: float = SIGMA_0, alp
     """UniPercept's adaptive Gaussian soft reward for a rated score (both in 0-100)."""
     error = abs(predicted - target)
     sigma = sigma_0 * (1.0 + alpha * error / 100.0)
-    return math.exp(-(error ** 2) / (2.0 * sigma ** 2))
+    return math.exp(-(error**2) / (2.0 * sigma**2))
 
 
 def choice_reward(reply: str, answer: str) -> float:

@@ -37,7 +37,7 @@ class Runtime:
         return self.rank == 0
 
     @classmethod
-    def start(cls, device: str) -> "Runtime":
+    def start(cls, device: str) -> Runtime:
         """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1), else a single process."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
@@ -63,7 +63,7 @@ class Runtime:
 
     def my_share(self, items: list) -> list:
         """This rank's items of a step: every world-th one, starting at its rank."""
-        return items[self.rank::self.world]
+        return items[self.rank :: self.world]
 
     def barrier(self) -> None:
         if self.distributed:
@@ -141,9 +141,13 @@ class Runtime:
         """
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        set_state_dict(module, optimizer, model_state_dict=state["trained"],
-                       optim_state_dict={"state": state["optimizer"], "param_groups": groups},
-                       options=StateDictOptions(strict=False))
+        set_state_dict(
+            module,
+            optimizer,
+            model_state_dict=state["trained"],
+            optim_state_dict={"state": state["optimizer"], "param_groups": groups},
+            options=StateDictOptions(strict=False),
+        )
 
 
 def _layers(policy: nn.Module) -> list[nn.Module]:

@@ -62,11 +62,13 @@ def sample_losses(policy, prompts, samples: list[Sample], pixels: torch.Tensor, 
     rows, positions, answers = teacher_forced_rows(prompts, samples)
     device = pixels.device
     flat = torch.tensor([(row, index) for row, indexes in enumerate(positions) for index in indexes], device=device)
-    log_probs = torch.log_softmax(policy("logits", pixel_values=pixels, input_ids=pad_right(rows, prompts.pad_id, device), positions=flat), dim=-1)
+    log_probs = torch.log_softmax(
+        policy("logits", pixel_values=pixels, input_ids=pad_right(rows, prompts.pad_id, device), positions=flat), dim=-1
+    )
     score_ids = torch.tensor(prompts.score_ids, device=device)
     losses, metrics, start = [], {"loss": [], "rating_abs_error": [], "answer_nll": []}, 0
     for sample, indexes, answer in zip(samples, positions, answers):
-        rows_of_sample = log_probs[start: start + len(indexes)]
+        rows_of_sample = log_probs[start : start + len(indexes)]
         start += len(indexes)
         if sample.task == "rating":
             score_log_probs = rows_of_sample[0, score_ids]
@@ -109,15 +111,21 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Options both stages share."""
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder to start from (original InternVL layout)")
     parser.add_argument("--output", type=Path, required=True, help="run folder: checkpoints/step-N/ and the final checkpoint")
-    parser.add_argument("--dataset", action="append", required=True,
-                        help="json=FILE,images=DIR[,axis=iaa|iqa|ista,min=LO,max=HI][,weight=W][,task=rating|mcq|text] (repeat)")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        help="json=FILE,images=DIR[,axis=iaa|iqa|ista,min=LO,max=HI][,weight=W][,task=rating|mcq|text] (repeat)",
+    )
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=4, help="samples per forward pass, per process")
     parser.add_argument("--grad-accum", type=int, default=4, help="forward passes per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (cosine schedule after warm-up)")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     parser.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
-    parser.add_argument("--train", default="mlp1,llm", help="parts to train: comma list of vision, mlp1, llm (or llm-layers: without embeddings/lm_head)")
+    parser.add_argument(
+        "--train", default="mlp1,llm", help="parts to train: comma list of vision, mlp1, llm (or llm-layers: without embeddings/lm_head)"
+    )
     parser.add_argument("--lora-rank", type=int, default=0, help="LoRA rank for the LLM (0 = full fine-tuning); needs peft")
     parser.add_argument("--lora-alpha", type=int, default=None, help="LoRA alpha (default 2 x rank)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (cuda or cpu)")
@@ -136,13 +144,28 @@ def common_options(args: argparse.Namespace, **extra) -> TrainOptions:
         raise ValueError(f"{args.output}: folder is not empty; pass --resume to continue or choose a new folder")
     read_config(args.checkpoint)
     return TrainOptions(
-        checkpoint=args.checkpoint, output=args.output, datasets=[DatasetSpec.parse(d) for d in args.dataset],
-        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-        weight_decay=args.weight_decay, warmup=args.warmup,
-        train=tuple(p.strip() for p in args.train.split(",") if p.strip()), lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha, device=args.device, bf16=False if args.no_bf16 else None,
-        gradient_checkpointing=args.gradient_checkpointing, save_every=args.save_every, keep_last=args.keep_last,
-        resume=args.resume, seed=args.seed, workers=args.workers, log_every=args.log_every, **extra,
+        checkpoint=args.checkpoint,
+        output=args.output,
+        datasets=[DatasetSpec.parse(d) for d in args.dataset],
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        train=tuple(p.strip() for p in args.train.split(",") if p.strip()),
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        device=args.device,
+        bf16=False if args.no_bf16 else None,
+        gradient_checkpointing=args.gradient_checkpointing,
+        save_every=args.save_every,
+        keep_last=args.keep_last,
+        resume=args.resume,
+        seed=args.seed,
+        workers=args.workers,
+        log_every=args.log_every,
+        **extra,
     )
 
 
@@ -150,8 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export.train.train", description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     # Default 0: a rating's answer is its score token (UniPercept's VR-based QA pairs, paper Sec. 4.1).
-    parser.add_argument("--sigma", type=float, default=0.0,
-                        help="rating target: 0 = the score's own token (the paper's); S > 0 = Gaussian soft label of S points")
+    parser.add_argument(
+        "--sigma",
+        type=float,
+        default=0.0,
+        help="rating target: 0 = the score's own token (the paper's); S > 0 = Gaussian soft label of S points",
+    )
     return parser
 
 

@@ -40,7 +40,7 @@ def reference_score_function(checkpoint: Path, device: str, bf16: bool, axes: tu
 
 def package_score_function(package: str, device: str):
     """A paths -> {axis: score} function backed by a perceptlite model package."""
-    from perceptlite import Scorer, ScoreOptions
+    from perceptlite import ScoreOptions, Scorer
 
     return scorer_scores(Scorer(package, ScoreOptions(device=device)))
 
@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available for --reference, auto for --package)")
     parser.add_argument("--bf16", action="store_true", help="run the reference scorer in bfloat16, as UniPercept does")
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
-    parser.add_argument("--trust-checkpoint-code", action="store_true", help="allow a --reference checkpoint with auto_map to run its own Python modelling code")
+    parser.add_argument(
+        "--trust-checkpoint-code",
+        action="store_true",
+        help="allow a --reference checkpoint with auto_map to run its own Python modelling code",
+    )
     args = parser.parse_args(argv)
     axes = tuple(dict.fromkeys(args.axis)) if args.axis else AXES
     if not args.images.is_dir():

@@ -29,7 +29,8 @@ import numpy as np
 from perceptlite.backends import vision_probe
 from perceptlite.package.manifest import AXES, sha256_file, write_package
 
-from . import llama_cpp_source, reference as unipercept
+from . import llama_cpp_source
+from . import reference as unipercept
 
 QUANT_TYPES = ("f16", "q8_0", "q4_k_m")
 MMPROJ_FILE = "mmproj-f16.gguf"
@@ -88,9 +89,7 @@ def check_checkpoint(checkpoint: Path) -> dict[str, Any]:
         (checkpoint / "vocab.json").is_file() and (checkpoint / "merges.txt").is_file()
     )
     if not has_tokenizer or not (checkpoint / "tokenizer_config.json").is_file():
-        raise ConversionError(
-            f"{checkpoint}: tokenizer missing (need tokenizer_config.json and tokenizer.json or vocab.json+merges.txt)"
-        )
+        raise ConversionError(f"{checkpoint}: tokenizer missing (need tokenizer_config.json and tokenizer.json or vocab.json+merges.txt)")
     return config
 
 
@@ -132,8 +131,15 @@ def make_overlay(checkpoint: Path, overlay: Path) -> None:
 def run_converter(overlay: Path, out_file: Path, model_name: str, mmproj: bool) -> None:
     """Run the pinned convert_hf_to_gguf.py at F16 (text model, or the vision projector)."""
     command = [
-        sys.executable, str(llama_cpp_source.converter_script()), str(overlay),
-        "--outfile", str(out_file), "--outtype", "f16", "--model-name", model_name,
+        sys.executable,
+        str(llama_cpp_source.converter_script()),
+        str(overlay),
+        "--outfile",
+        str(out_file),
+        "--outtype",
+        "f16",
+        "--model-name",
+        model_name,
     ]
     if mmproj:
         command.append("--mmproj")
@@ -221,7 +227,9 @@ def rewrite_gguf_metadata(path: Path, entries: dict[str, tuple[Any, Any, Any]], 
         if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF.") or field.name in entries or field.name in remove:
             continue
         value_type = field.types[0]
-        writer.add_key_value(field.name, field.contents(), value_type, sub_type=field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None)
+        writer.add_key_value(
+            field.name, field.contents(), value_type, sub_type=field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+        )
     for key, (value, value_type, item_type) in entries.items():
         writer.add_key_value(key, value, value_type, sub_type=item_type)
     for tensor in reader.tensors:
@@ -265,7 +273,9 @@ def text_model_vocabulary(path: Path, ids: list[int]) -> tuple[dict[str, str], l
 # -- the package ----------------------------------------------------------------------------------
 
 
-def build_manifest(config: dict[str, Any], checkpoint: Path, ids: list[int], variants: list[str], default: str, name: str, command: str) -> dict[str, Any]:
+def build_manifest(
+    config: dict[str, Any], checkpoint: Path, ids: list[int], variants: list[str], default: str, name: str, command: str
+) -> dict[str, Any]:
     files = [variant_file(v) for v in variants] + [MMPROJ_FILE]
     return {
         "name": name,
@@ -313,17 +323,17 @@ def build_manifest(config: dict[str, Any], checkpoint: Path, ids: list[int], var
 def model_card(manifest: dict[str, Any], sizes: dict[str, int]) -> str:
     rows = "\n".join(f"| `{name}` | {size / 2**20:.1f} MiB |" for name, size in sizes.items())
     source = manifest["provenance"]["source_checkpoint"]["folder"]
-    return f"""# {manifest['name']}
+    return f"""# {manifest["name"]}
 
 UniPercept checkpoint `{source}` converted for llama.cpp (perceptlite's `gguf` backend).
 
-- Text model: GGUF, variants {', '.join(manifest['variants'])} (default `{manifest['default_variant']}`).
+- Text model: GGUF, variants {", ".join(manifest["variants"])} (default `{manifest["default_variant"]}`).
 - Vision tower + projector: `{MMPROJ_FILE}` (F16, projector type `internvl`).
 - Images are resized to 448x448 bicubic (aspect ignored) before llama.cpp sees them, so they are
   encoded as one tile of 256 image tokens, as UniPercept does.
 - Scores: softmax over the 101 score tokens `aa`..`ey` at the last prompt position, expected value,
   for each of the three rating prompts (iaa, iqa, ista); the system + image prefix is evaluated once.
-- Converter: {manifest['provenance']['converter']}.
+- Converter: {manifest["provenance"]["converter"]}.
 
 | file | size |
 |---|---|
@@ -334,7 +344,15 @@ Fidelity against the reference scorer is measured by `tests/backends/test_gguf_p
 """
 
 
-def convert(checkpoint: Path, out_dir: Path, variants: list[str], default: str, name: str | None = None, threads: int | None = None, command: str = "") -> Path:
+def convert(
+    checkpoint: Path,
+    out_dir: Path,
+    variants: list[str],
+    default: str,
+    name: str | None = None,
+    threads: int | None = None,
+    command: str = "",
+) -> Path:
     """Build a gguf model package in `out_dir` (which must not exist yet or be empty)."""
     checkpoint = checkpoint.resolve()
     config = check_checkpoint(checkpoint)

@@ -48,8 +48,17 @@ def _find_sdist(download_to: Path) -> Path:
     if local and Path(local).is_file():
         return Path(local)
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        "--quiet", "-d", str(download_to), f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--quiet",
+        "-d",
+        str(download_to),
+        f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     archives = sorted(download_to.glob(f"{SDIST_NAME}.tar.gz"))

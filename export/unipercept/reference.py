@@ -44,9 +44,7 @@ IMG_END_TOKEN = "</img>"
 IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 
 # InternVL's `internvl2_5` conversation template, used when the checkpoint has no `system_message`.
-DEFAULT_SYSTEM_MESSAGE = (
-    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
-)
+DEFAULT_SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 
 # Set to 1 to let checkpoints run their own modelling code where no --trust-checkpoint-code flag reaches.
 TRUST_CODE_ENV = "PERCEPTLITE_TRUST_CHECKPOINT_CODE"
@@ -347,7 +345,9 @@ def load_image_encoder(checkpoint_dir: str | Path, dtype: torch.dtype = torch.fl
     result = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in result.missing_keys if k.startswith(IMAGE_HALF)]
     if missing or result.unexpected_keys:
-        raise ValueError(f"{checkpoint_dir}: image weights do not match config.json (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+        raise ValueError(
+            f"{checkpoint_dir}: image weights do not match config.json (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
     return model.eval()
 
 
@@ -366,7 +366,9 @@ def allow_checkpoint_code(checkpoint_dir: Path, trust: bool | None) -> None:
     print(f"running the checkpoint's own modelling code from {checkpoint_dir}: {', '.join(files)}", file=sys.stderr)
 
 
-def load_internvl(checkpoint_dir: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu", trust_checkpoint_code: bool | None = None) -> nn.Module:
+def load_internvl(
+    checkpoint_dir: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu", trust_checkpoint_code: bool | None = None
+) -> nn.Module:
     """Load a checkpoint in InternVL's original layout, offline; its own modeling code when it carries one
     and the user allowed it (`trust_checkpoint_code`, default: the PERCEPTLITE_TRUST_CHECKPOINT_CODE variable)."""
     checkpoint_dir = Path(checkpoint_dir)
@@ -377,8 +379,12 @@ def load_internvl(checkpoint_dir: str | Path, dtype: torch.dtype = torch.float32
         allow_checkpoint_code(checkpoint_dir, trust_checkpoint_code)
 
         model = AutoModel.from_pretrained(
-            str(checkpoint_dir), torch_dtype=dtype, trust_remote_code=True, local_files_only=True,
-            low_cpu_mem_usage=True, use_flash_attn=False,
+            str(checkpoint_dir),
+            torch_dtype=dtype,
+            trust_remote_code=True,
+            local_files_only=True,
+            low_cpu_mem_usage=True,
+            use_flash_attn=False,
         )
         return model.eval().to(device)
     state = _load_state_dict(checkpoint_dir, dtype)
@@ -418,7 +424,9 @@ def score_token_ids(tokenizer) -> list[int]:
 class ReferenceScorer:
     """UniPercept's Visual Rating and VQA on a checkpoint folder, in torch (the numeric reference)."""
 
-    def __init__(self, checkpoint_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, trust_checkpoint_code: bool | None = None):
+    def __init__(
+        self, checkpoint_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, trust_checkpoint_code: bool | None = None
+    ):
         from transformers import AutoTokenizer
 
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -524,7 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", type=Path, help="image files to rate")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--bf16", action="store_true", help="run in bfloat16 (as UniPercept does on GPU)")
-    parser.add_argument("--trust-checkpoint-code", action="store_true", help="allow a checkpoint with auto_map to run its own Python modelling code")
+    parser.add_argument(
+        "--trust-checkpoint-code", action="store_true", help="allow a checkpoint with auto_map to run its own Python modelling code"
+    )
     args = parser.parse_args(argv)
     try:
         dtype = torch.bfloat16 if args.bf16 else torch.float32

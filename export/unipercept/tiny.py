@@ -70,24 +70,39 @@ LLM_CONFIG = {
 
 # Qwen2.5's added tokens (ids 151643..151664; True = special), then InternVL's (151665..151673).
 QWEN25_ADDED_TOKENS = [
-    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True), ("<|object_ref_start|>", True),
-    ("<|object_ref_end|>", True), ("<|box_start|>", True), ("<|box_end|>", True), ("<|quad_start|>", True),
-    ("<|quad_end|>", True), ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
-    ("<|image_pad|>", True), ("<|video_pad|>", True), ("<tool_call>", False), ("</tool_call>", False),
-    ("<|fim_prefix|>", False), ("<|fim_middle|>", False), ("<|fim_suffix|>", False), ("<|fim_pad|>", False),
-    ("<|repo_name|>", False), ("<|file_sep|>", False),
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", False),
+    ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False),
+    ("<|repo_name|>", False),
+    ("<|file_sep|>", False),
 ]
 INTERNVL_ADDED_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
 FIRST_ADDED_ID = 151643
 
 # Qwen2's pre-tokenizer split (tokenizer.json of every Qwen2/2.5 model).
-QWEN2_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+QWEN2_SPLIT_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\n" + "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+    "{{ '<|im_start|>system\n"
+    + "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
     + "<|im_end|>\n' }}{% endif %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
@@ -141,10 +156,12 @@ def write_tokenizer(out_dir: Path) -> None:
 
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], fuse_unk=False, byte_fallback=False))
     tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-    ])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     tokenizer.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     added = QWEN25_ADDED_TOKENS + [(token, True) for token in INTERNVL_ADDED_TOKENS]
@@ -273,7 +290,7 @@ def synthetic_images(out_dir: Path, count: int = 8, seed: int = 0) -> list[Path]
             array = (x / 159.0)[..., None] * colour + (1 - x / 159.0)[..., None] * (255 - colour)
         elif kind == 2:
             period = 4 + 6 * index
-            array = ((np.sin(2 * np.pi * (x + y * index) / period) > 0)[..., None] * colour)
+            array = (np.sin(2 * np.pi * (x + y * index) / period) > 0)[..., None] * colour
         else:
             array = rng.uniform(0, 255, size=(120, 160, 3)) * (index / count) + colour * (1 - index / count)
         path = out_dir / f"synthetic_{index:02d}.png"
@@ -305,9 +322,22 @@ def make_image_sensitive_checkpoint(out_dir: str | Path, seed: int = 0, steps: i
         (work / "iaa.json").write_text(json.dumps(records), encoding="utf-8")
         datasets = [DatasetSpec(work / "iaa.json", work / "images", "iaa", 0.0, 100.0)]
         options = TrainOptions(
-            checkpoint=base, output=work / "run", datasets=datasets, steps=steps, batch_size=4, grad_accum=1,
-            lr=3e-3, warmup=5, sigma=4.0, train=("mlp1", "llm-layers"), device="cpu", bf16=False,
-            save_every=0, seed=seed, workers=0, log_every=10,
+            checkpoint=base,
+            output=work / "run",
+            datasets=datasets,
+            steps=steps,
+            batch_size=4,
+            grad_accum=1,
+            lr=3e-3,
+            warmup=5,
+            sigma=4.0,
+            train=("mlp1", "llm-layers"),
+            device="cpu",
+            bf16=False,
+            save_every=0,
+            seed=seed,
+            workers=0,
+            log_every=10,
         )
         run_training(options)
         out_dir.mkdir(parents=True, exist_ok=True)

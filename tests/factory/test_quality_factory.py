@@ -1,4 +1,4 @@
-"""The human-calibrated package factory (export/student/quality*.py) end to end on a few real photos."""
+"""The human-calibrated package factory (export/wholeview/) end to end on a few real photos."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from export.student.calibration import PiecewiseLinear, apply_knots, quantile_knots
-from export.student.network import build_student
-from export.student.onnx_export import export_onnx
-from export.student.quality import dev_photos
-from export.student.quality_model import CROP_CELLS, IQA_FEATURES, student_from_onnx
-from export.student.size_ladders import LADDER_KINDS, ladder_image
+from export.common.network import build_student
+from export.common.size_ladders import LADDER_KINDS, ladder_image
+from export.distill.onnx_export import export_onnx
+from export.wholeview.calibration import PiecewiseLinear, apply_knots, quantile_knots
+from export.wholeview.config import dev_photos
+from export.wholeview.model import CROP_CELLS, IQA_FEATURES, student_from_onnx
 from perceptlite import Scorer
 from perceptlite.package.manifest import load_package
 
@@ -49,7 +49,9 @@ def test_iaa_calibration_is_monotone_and_matches_quantiles():
     knots = quantile_knots(raw, target)
     mapped = apply_knots(raw, knots)
     assert np.all(np.diff(mapped[np.argsort(raw)]) >= -1e-4)  # ranking kept
-    assert np.percentile(mapped, 75) - np.percentile(mapped, 25) == pytest.approx(np.percentile(target, 75) - np.percentile(target, 25), rel=0.1)
+    assert np.percentile(mapped, 75) - np.percentile(mapped, 25) == pytest.approx(
+        np.percentile(target, 75) - np.percentile(target, 25), rel=0.1
+    )
     curve = PiecewiseLinear(knots)
     assert float(curve(torch.tensor([1000.0]))) == 100.0 and float(curve(torch.tensor([-1000.0]))) == 0.0
 
@@ -64,15 +66,15 @@ def test_ladders_are_deterministic_and_keep_the_size(corpus_dir, kind):
 
 
 def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus_dir):
-    from export.student.quality_export import export_package_files
-    from export.student.calibration import apply_knots
-    from export.student.label import main as label_main
-    from export.student.label import read_records
-    from export.student.quality_aesthetics import blended_record_iaa, calibrate_iaa
-    from export.student.train import record_image
-    from export.student.quality_features import cache_dev_features, cache_ladder_features, feature_session
-    from export.student.quality_fit import fit_iqa_head
-    from export.student.quality_package import write_quality_package
+    from export.distill.label import read_records
+    from export.distill.label_command import main as label_main
+    from export.distill.train import record_image
+    from export.wholeview.aesthetics import blended_record_iaa, calibrate_iaa
+    from export.wholeview.calibration import apply_knots
+    from export.wholeview.export import export_package_files
+    from export.wholeview.features import cache_dev_features, cache_ladder_features, feature_session
+    from export.wholeview.fit import fit_iqa_head
+    from export.wholeview.package import write_quality_package
 
     work = tmp_path / "work"
     photos = dev_photos()[:15]
@@ -88,12 +90,19 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     ordinary.mkdir()
     for path in sorted((corpus_dir / "bsds500" / "val").glob("*.jpg"))[:8]:
         os.symlink(path, ordinary / path.name)
-    labels = tmp_path / "labels.jsonl"  # as export.student.distill labels the corpus, with NIMA alone
-    assert label_main(["--teacher", "nima", "--images", str(ordinary), "--out", str(labels), "--distortions-per-image", "1", "--views-per-image", "1"]) == 0
+    labels = tmp_path / "labels.jsonl"  # as export.distill labels the corpus, with NIMA alone
+    assert (
+        label_main(
+            ["--teacher", "nima", "--images", str(ordinary), "--out", str(labels), "--distortions-per-image", "1", "--views-per-image", "1"]
+        )
+        == 0
+    )
     knots = calibrate_iaa(session, [labels], work / "iaa_knots.json")
     blend = knots["blend"]
     assert knots["photos"] == 8 and blend["train_photos"] + blend["heldout_photos"] == 8
-    assert blend["train_records"] == 3 * blend["train_photos"] and blend["heldout_records"] == 2 * blend["heldout_photos"]  # held-out crops left out
+    assert (
+        blend["train_records"] == 3 * blend["train_photos"] and blend["heldout_records"] == 2 * blend["heldout_photos"]
+    )  # held-out crops left out
     summary = export_package_files(work, student_checkpoint, [p for p, _, _ in photos[:4]])
     assert summary["onnx_vs_torch_max_abs"] < 0.05
     package = write_quality_package(work, tmp_path / "package", "0.0.1", "test", fidelity=None)
@@ -108,8 +117,8 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     scored_iaa = [r.iaa for r in Scorer(package, device="cpu", variant="fp32").score_many(clean_images)]
     np.testing.assert_allclose(scored_iaa, apply_knots(raw[clean], knots["knots"]), atol=0.05)
     # The size-drift measurement scores one wallpaper at 500 px and at its own size, and the card shows it.
-    from export.student.quality_acceptance import size_drift
-    from export.student.quality_card import model_card, size_drift_shortfall
+    from export.wholeview.acceptance import size_drift
+    from export.wholeview.card import model_card, size_drift_shortfall
 
     drift = size_drift(Scorer(package, device="cpu"), ["Grey"], sizes=(500,))
     assert set(drift["per_photo"]["Grey"]) == {"500", "native"} and drift["native_long_side_px"][0] >= 1500
@@ -121,15 +130,16 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
     # `package --reuse-measurement` takes earlier numbers only for the very ONNX files they measured.
     from click.testing import CliRunner
 
-    from export.student.quality import ACCEPTANCE, main, model_digests
+    from export.wholeview.commands import main, model_digests
+    from export.wholeview.config import WORK_FILES
 
     earlier = {"human": {"heldout": {"srcc": 0.5, "plcc": 0.5, "mae": 20.0, "images": 4}}}
-    (work / ACCEPTANCE).write_text(json.dumps({"files": model_digests(work), "fidelity": earlier}))
+    (work / WORK_FILES["acceptance"]).write_text(json.dumps({"files": model_digests(work), "fidelity": earlier}))
     args = ["package", "--work", str(work), "--out", str(tmp_path / "reused"), "--reuse-measurement"]
     ran = CliRunner().invoke(main, args)
     assert ran.exit_code == 0, ran.output
     assert json.loads((tmp_path / "reused" / "perceptlite.json").read_text())["fidelity"] == earlier
-    (work / ACCEPTANCE).write_text(json.dumps({"files": {"model.onnx": "0" * 64}, "fidelity": earlier}))
+    (work / WORK_FILES["acceptance"]).write_text(json.dumps({"files": {"model.onnx": "0" * 64}, "fidelity": earlier}))
     ran = CliRunner().invoke(main, args)
     assert ran.exit_code == 1 and "measured other ONNX files" in ran.output
     # Resumable: a second run of the feature steps keeps what is on disk.
@@ -141,11 +151,11 @@ def test_factory_end_to_end_on_a_few_photos(tmp_path, student_checkpoint, corpus
 def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, student_checkpoint, corpus_dir, unipercept_sensitive_checkpoint):
     """`teacher` (the small checkpoint: its scores mean nothing, only the plumbing is tested) labels unrated
     photos and the dev training photos, resumes without recomputing, and `fit` learns from the labels."""
-    from export.student.label import read_records
-    from export.student.quality_features import cache_dev_features, feature_session
-    from export.student.quality_fit import fit_iqa_head, load_iqa_head
-    from export.student.quality_teacher import TEACHER_DEV_LABELS, TEACHER_FEATURES, TEACHER_LABELS, load_iqa_teacher, teacher_step, teacher_term
-    from export.student.splits import is_heldout
+    from export.common.splits import is_heldout
+    from export.distill.label import read_records
+    from export.wholeview.features import cache_dev_features, feature_session
+    from export.wholeview.fit import fit_iqa_head, load_iqa_head
+    from export.wholeview.teacher import TEACHER_DEV_LABELS, TEACHER_FEATURES, TEACHER_LABELS, load_iqa_teacher, teacher_step, teacher_term
 
     work = tmp_path / "work"
     photos = dev_photos()[:24]
@@ -186,8 +196,8 @@ def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, stude
     assert recorded["term"].startswith("teacher_weight") and "cv_5fold_without_teacher" in recorded
     assert recorded["mapping"]["kind"].startswith("isotonic") and recorded["mapping"]["photos_rated_by_both"] == len(training_dev)
     # The manifest and card say the head learnt from a teacher too.
-    from export.student.quality_card import teacher_lines
-    from export.student.quality_package import build_manifest
+    from export.wholeview.card import teacher_lines
+    from export.wholeview.package import build_manifest
 
     trained_on = build_manifest(work, "0.0.1", "test", None)["provenance"]["iqa"]["trained_on"]
     assert "teacher's iqa of 6 unrated photos at weight 0.5" in trained_on
@@ -206,8 +216,24 @@ def test_unipercept_teacher_labels_photos_once_and_joins_the_fit(tmp_path, stude
 def test_quality_teacher_refuses_a_teacher_that_cannot_rate_photos_alone(tmp_path, teacher):
     student = tmp_path / "student.pt"
     student.write_bytes(b"not read: the teacher is checked first")
-    run = subprocess.run([sys.executable, "-m", "export.student.quality", "teacher", "--student", str(student), "--work", str(tmp_path / "work"),
-                          "--teacher", teacher], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export.wholeview",
+            "teacher",
+            "--student",
+            str(student),
+            "--work",
+            str(tmp_path / "work"),
+            "--teacher",
+            teacher,
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert ("does not rate iqa" in run.stderr) if not teacher.startswith("unipercept") else ("config.json" in run.stderr)
     assert not (tmp_path / "work").exists()

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-
-from export.student.distortions import apply_distortion
-from export.student.fr_metrics import gmsd, haarpsi, ms_ssim
-from export.student.teachers import load_teacher
-
 from _teachers_fixtures import PHOTOS, add_noise, corpus_photo
+
+from export.common.distortions import apply_distortion
+from export.teachers import load_teacher
+from export.teachers.fr_metrics import gmsd, haarpsi, ms_ssim
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
-
-from export.student.distortions import apply_distortion
-
 from _teachers_fixtures import corpus_photo
 
+from export.common.distortions import apply_distortion
+
 torch = pytest.importorskip("torch")
-nima = pytest.importorskip("export.student.teachers.nima")
+nima = pytest.importorskip("export.teachers.nima")
 
 SAMPLE = (
     "imagenet-sample/n01440764_tench.JPEG",

@@ -13,8 +13,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.train import train  # noqa: E402
-from export.train.checkpoints import read_step_tensors  # noqa: E402
 from test_train_stage1 import (  # noqa: E402,F401  (two_torch_threads: autouse)
     assert_same_trained_state,
     dataset_args,
@@ -23,6 +21,9 @@ from test_train_stage1 import (  # noqa: E402,F401  (two_torch_threads: autouse)
     two_torch_threads,
     write_mixed_data,
 )
+
+from export.train import train  # noqa: E402
+from export.train.checkpoints import read_step_tensors  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,9 +88,31 @@ def no_whole_state_file(run: Path) -> bool:
 
 
 def test_two_process_fsdp_run_writes_the_one_process_checkpoint(unipercept_tiny_checkpoint: Path, mixed_data, tmp_path: Path) -> None:
-    base = ["--checkpoint", str(unipercept_tiny_checkpoint), *dataset_args(mixed_data), "--device", "cpu",
-            "--train", "mlp1,llm-layers", "--lr", "3e-3", "--warmup", "1", "--grad-accum", "1", "--workers", "0",
-            "--save-every", "1", "--keep-last", "2", "--log-every", "1", "--sigma", "4"]
+    base = [
+        "--checkpoint",
+        str(unipercept_tiny_checkpoint),
+        *dataset_args(mixed_data),
+        "--device",
+        "cpu",
+        "--train",
+        "mlp1,llm-layers",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "1",
+        "--grad-accum",
+        "1",
+        "--workers",
+        "0",
+        "--save-every",
+        "1",
+        "--keep-last",
+        "2",
+        "--log-every",
+        "1",
+        "--sigma",
+        "4",
+    ]
     common = base + ["--steps", "2"]
     # The same 4 samples per step: one process x batch 4, or two processes x batch 2.
     assert train.main(["--output", str(tmp_path / "one"), "--batch-size", "4", *common]) == 0
@@ -115,8 +138,10 @@ def test_two_process_fsdp_run_writes_the_one_process_checkpoint(unipercept_tiny_
         assert float((value - two[name]).abs().max()) < 1e-3, name
         same_direction = torch.nn.functional.cosine_similarity((value - initial).flatten(), (two[name] - initial).flatten(), dim=0)
         assert float(same_direction) > 0.999, name
-    optimizer_keys = {run: {k for k in read_step_tensors(tmp_path / run / "checkpoints/step-0000002") if k.startswith("optimizer.")}
-                      for run in ("one", "two")}
+    optimizer_keys = {
+        run: {k for k in read_step_tensors(tmp_path / run / "checkpoints/step-0000002") if k.startswith("optimizer.")}
+        for run in ("one", "two")
+    }
     assert optimizer_keys["one"] == optimizer_keys["two"] and optimizer_keys["one"]
 
     # The two-process run resumes on one process: the shards are resharded at load.
@@ -126,9 +151,33 @@ def test_two_process_fsdp_run_writes_the_one_process_checkpoint(unipercept_tiny_
 
 def test_two_process_run_resumes_from_its_shards_after_a_kill(unipercept_tiny_checkpoint: Path, mixed_data, tmp_path: Path) -> None:
     """SIGKILL torchrun and both workers after the first sharded checkpoint; `--resume` on 2 processes continues the same run."""
-    args = ["--checkpoint", str(unipercept_tiny_checkpoint), *dataset_args(mixed_data), "--device", "cpu",
-            "--train", "mlp1,llm-layers", "--lr", "3e-3", "--warmup", "1", "--batch-size", "2", "--grad-accum", "1",
-            "--workers", "0", "--steps", "3", "--save-every", "1", "--keep-last", "1", "--log-every", "1"]
+    args = [
+        "--checkpoint",
+        str(unipercept_tiny_checkpoint),
+        *dataset_args(mixed_data),
+        "--device",
+        "cpu",
+        "--train",
+        "mlp1,llm-layers",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--workers",
+        "0",
+        "--steps",
+        "3",
+        "--save-every",
+        "1",
+        "--keep-last",
+        "1",
+        "--log-every",
+        "1",
+    ]
     straight = torchrun("export.train.train", ["--output", str(tmp_path / "straight"), *args])
     assert straight.returncode == 0, straight.stderr[-4000:]
     command = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "export.train.train"]
@@ -158,16 +207,46 @@ def test_two_process_grpo_mixes_ratings_and_generated_replies(unipercept_tiny_ch
     pytest.importorskip("peft")
     from safetensors.torch import load_file
 
-    args = ["--checkpoint", str(unipercept_tiny_checkpoint), "--output", str(tmp_path / "grpo"), *dataset_args(mixed_data),
-            "--device", "cpu", "--train", "llm", "--lora-rank", "4", "--lr", "1e-2", "--batch-size", "2", "--grad-accum", "1",
-            "--workers", "0", "--steps", "2", "--save-every", "2", "--log-every", "1", "--group-size", "4",
-            "--max-new-tokens", "3"]
+    args = [
+        "--checkpoint",
+        str(unipercept_tiny_checkpoint),
+        "--output",
+        str(tmp_path / "grpo"),
+        *dataset_args(mixed_data),
+        "--device",
+        "cpu",
+        "--train",
+        "llm",
+        "--lora-rank",
+        "4",
+        "--lr",
+        "1e-2",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--workers",
+        "0",
+        "--steps",
+        "2",
+        "--save-every",
+        "2",
+        "--log-every",
+        "1",
+        "--group-size",
+        "4",
+        "--max-new-tokens",
+        "3",
+    ]
     result = torchrun("export.train.grpo", args)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "step 2/2" in result.stderr and "reward" in result.stderr
     assert_sharded_step(tmp_path / "grpo" / "checkpoints" / "step-0000002", processes=2)
     assert layout(tmp_path / "grpo")["tensors"] == layout(unipercept_tiny_checkpoint)["tensors"]
-    start, trained = load_file(str(unipercept_tiny_checkpoint / "model.safetensors")), load_file(str(tmp_path / "grpo" / "model.safetensors"))
+    start, trained = (
+        load_file(str(unipercept_tiny_checkpoint / "model.safetensors")),
+        load_file(str(tmp_path / "grpo" / "model.safetensors")),
+    )
     key = "language_model.model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(start[key], trained[key])  # the adapters, merged into the original weight names
     assert torch.equal(start["mlp1.1.weight"], trained["mlp1.1.weight"])

@@ -10,9 +10,11 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
-from export.unipercept import reference as unipercept, tiny  # noqa: E402
-from export.train import grpo, rewards  # noqa: E402
 from test_train_stage1 import assert_same_trained_state, run_killed_after_first_checkpoint, two_torch_threads  # noqa: E402,F401  (two_torch_threads: autouse)
+
+from export.train import grpo, rewards  # noqa: E402
+from export.unipercept import reference as unipercept  # noqa: E402
+from export.unipercept import tiny  # noqa: E402
 
 TOY_TARGETS = [70, 80]  # a toy rating task: two images rated high
 
@@ -22,8 +24,9 @@ def toy_task(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("toy")
     images = tiny.synthetic_images(root / "images", count=len(TOY_TARGETS), seed=5)
     (root / "vr.json").write_text(json.dumps([{"image": p.name, "gt_score": t} for p, t in zip(images, TOY_TARGETS)]))
-    questions = [{"image": p.name, "question": "Is the image noisy?\nA. yes\nB. no\nC. a little\nD. cannot tell",
-                  "answer": "B"} for p in images]
+    questions = [
+        {"image": p.name, "question": "Is the image noisy?\nA. yes\nB. no\nC. a little\nD. cannot tell", "answer": "B"} for p in images
+    ]
     (root / "mcq.json").write_text(json.dumps(questions))
     (root / "text.json").write_text(json.dumps([{"image": p.name, "question": "Describe it.", "answer": "flat"} for p in images]))
     return {"images": root / "images", "vr": root / "vr.json", "mcq": root / "mcq.json", "text": root / "text.json"}
@@ -54,16 +57,36 @@ def test_rating_reward_is_the_papers_adaptive_gaussian() -> None:
 
 
 def grpo_args(checkpoint: Path, output: Path, *datasets: str) -> list[str]:
-    return ["--checkpoint", str(checkpoint), "--output", str(output), *[a for d in datasets for a in ("--dataset", d)],
-            "--device", "cpu", "--workers", "0", "--log-every", "1", "--group-size", "8", "--batch-size", "2",
-            "--grad-accum", "1"]
+    return [
+        "--checkpoint",
+        str(checkpoint),
+        "--output",
+        str(output),
+        *[a for d in datasets for a in ("--dataset", d)],
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--log-every",
+        "1",
+        "--group-size",
+        "8",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+    ]
 
 
 def test_grpo_raises_the_mean_reward_on_a_toy_rating_task(unipercept_tiny_checkpoint: Path, toy_task, tmp_path: Path, capsys) -> None:
     before = expected_reward(unipercept_tiny_checkpoint, toy_task["images"])
-    args = grpo_args(unipercept_tiny_checkpoint, tmp_path / "grpo", f"json={toy_task['vr']},images={toy_task['images']},axis=iaa,min=0,max=100")
-    assert grpo.main(args + ["--train", "mlp1,llm-layers", "--lr", "3e-3", "--steps", "8", "--save-every", "0",
-                             "--updates-per-step", "2"]) == 0
+    args = grpo_args(
+        unipercept_tiny_checkpoint, tmp_path / "grpo", f"json={toy_task['vr']},images={toy_task['images']},axis=iaa,min=0,max=100"
+    )
+    assert (
+        grpo.main(args + ["--train", "mlp1,llm-layers", "--lr", "3e-3", "--steps", "8", "--save-every", "0", "--updates-per-step", "2"])
+        == 0
+    )
     log = capsys.readouterr().err
     assert "step 8/8" in log and "reward" in log and "kl" in log and "clipped" in log
     after = expected_reward(tmp_path / "grpo", toy_task["images"])
@@ -73,12 +96,20 @@ def test_grpo_raises_the_mean_reward_on_a_toy_rating_task(unipercept_tiny_checkp
 
 def test_lora_reference_is_the_base_with_adapters_off(unipercept_tiny_checkpoint: Path, toy_task, tmp_path: Path, capsys) -> None:
     pytest.importorskip("peft")
-    from export.train.engine import Engine, TrainOptions
     from export.train.data import DatasetSpec
+    from export.train.engine import Engine, TrainOptions
 
     spec = DatasetSpec.parse(f"json={toy_task['mcq']},images={toy_task['images']}")
-    options = TrainOptions(checkpoint=unipercept_tiny_checkpoint, output=tmp_path / "unused", datasets=[spec],
-                           train=("llm",), lora_rank=4, device="cpu", workers=0, bf16=False)
+    options = TrainOptions(
+        checkpoint=unipercept_tiny_checkpoint,
+        output=tmp_path / "unused",
+        datasets=[spec],
+        train=("llm",),
+        lora_rank=4,
+        device="cpu",
+        workers=0,
+        bf16=False,
+    )
     engine = Engine(options, lora_dropout=0.0, needs_reference=True)
     assert engine.reference is None  # LoRA-only training: no second copy of the weights
     stage = grpo.TaskAlignedRL(grpo.GrpoSettings(group_size=4, max_new_tokens=3))
@@ -96,10 +127,25 @@ def test_lora_reference_is_the_base_with_adapters_off(unipercept_tiny_checkpoint
 
 
 def test_grpo_on_questions_resumes_after_a_kill(unipercept_tiny_checkpoint: Path, toy_task, tmp_path: Path, capsys) -> None:
-    datasets = [f"json={toy_task['vr']},images={toy_task['images']},axis=iaa,min=0,max=100",
-                f"json={toy_task['mcq']},images={toy_task['images']}", f"json={toy_task['text']},images={toy_task['images']}"]
-    common = ["--train", "mlp1,llm-layers", "--lr", "1e-3", "--steps", "3", "--save-every", "1", "--max-new-tokens", "4",
-              "--group-size", "4"]
+    datasets = [
+        f"json={toy_task['vr']},images={toy_task['images']},axis=iaa,min=0,max=100",
+        f"json={toy_task['mcq']},images={toy_task['images']}",
+        f"json={toy_task['text']},images={toy_task['images']}",
+    ]
+    common = [
+        "--train",
+        "mlp1,llm-layers",
+        "--lr",
+        "1e-3",
+        "--steps",
+        "3",
+        "--save-every",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--group-size",
+        "4",
+    ]
     assert grpo.main(grpo_args(unipercept_tiny_checkpoint, tmp_path / "straight", *datasets) + common) == 0
     killed = grpo_args(unipercept_tiny_checkpoint, tmp_path / "killed", *datasets) + common
     run_killed_after_first_checkpoint(["-m", "export.train.grpo", *killed], tmp_path / "killed")
@@ -110,7 +156,7 @@ def test_grpo_on_questions_resumes_after_a_kill(unipercept_tiny_checkpoint: Path
     assert_same_trained_state(tmp_path / "straight", tmp_path / "killed", step=3)
 
     # The output is a checkpoint like the original: a distillation teacher, and (with llama.cpp) a GGUF package.
-    from export.student.teachers import load_teacher
+    from export.teachers import load_teacher
 
     labels = load_teacher(f"unipercept:{tmp_path / 'killed'}").label(Image.open(toy_task["images"] / "synthetic_00.png"))
     assert labels.keys() == {"iaa", "iqa", "ista"}

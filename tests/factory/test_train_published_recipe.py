@@ -12,8 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.train import grpo, rewards, train  # noqa: E402
 from test_train_grpo import toy_task  # noqa: E402,F401  (fixture)
+
+from export.train import grpo, rewards, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "export" / "train" / "configs" / "unipercept-8b-8gpu.sh"
@@ -27,7 +28,14 @@ def _launches(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     torchrun = bin_dir / "torchrun"
     torchrun.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {tmp_path}/launches.txt\necho >> {tmp_path}/launches.txt\n')
     torchrun.chmod(0o755)
-    variables = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "BASE": "/base", "DATA": "/data", "RUN": str(tmp_path / "run"), **env}
+    variables = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "BASE": "/base",
+        "DATA": "/data",
+        "RUN": str(tmp_path / "run"),
+        **env,
+    }
     return subprocess.run(["bash", str(CONFIG)], capture_output=True, text=True, env=variables, timeout=60)
 
 

@@ -15,11 +15,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.unipercept import reference as unipercept, tiny  # noqa: E402
 from export.train import data, train  # noqa: E402
 from export.train.checkpoints import latest_step_folder, read_step_tensors  # noqa: E402
 from export.train.engine import load_pixels  # noqa: E402
 from export.train.policy import Policy, Prompts  # noqa: E402
+from export.unipercept import reference as unipercept  # noqa: E402
+from export.unipercept import tiny  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +31,8 @@ def two_torch_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = [10, 90, 15, 85]
 
@@ -43,19 +46,28 @@ def write_mixed_data(root: Path) -> dict[str, Path]:
     """Four synthetic images with a rating file (1-5 scale), a multiple-choice file and a free-text file."""
     images = tiny.synthetic_images(root / "images", count=len(TARGETS), seed=3)
     rating = [{"image": p.name, "gt_score": 1 + 4 * t / 100} for p, t in zip(images, TARGETS)]
-    choices = [{"image": p.name, "question": "How sharp is the image?\nA. very sharp\nB. sharp\nC. blurry\nD. very blurry",
-                "answer": "AC"[i % 2]} for i, p in enumerate(images)]
-    free = [{"image": p.name, "question": "Describe the texture of the image.", "answer": ["flat", "rich stripes"][i % 2]}
-            for i, p in enumerate(images)]
+    choices = [
+        {"image": p.name, "question": "How sharp is the image?\nA. very sharp\nB. sharp\nC. blurry\nD. very blurry", "answer": "AC"[i % 2]}
+        for i, p in enumerate(images)
+    ]
+    free = [
+        {"image": p.name, "question": "Describe the texture of the image.", "answer": ["flat", "rich stripes"][i % 2]}
+        for i, p in enumerate(images)
+    ]
     for name, records in (("vr.json", rating), ("mcq.json", choices), ("text.json", free)):
         (root / name).write_text(json.dumps(records), encoding="utf-8")
     return {"root": root, "images": root / "images", "vr": root / "vr.json", "mcq": root / "mcq.json", "text": root / "text.json"}
 
 
 def dataset_args(d: dict[str, Path]) -> list[str]:
-    return ["--dataset", f"json={d['vr']},images={d['images']},axis=iaa,min=1,max=5",
-            "--dataset", f"json={d['mcq']},images={d['images']}",
-            "--dataset", f"json={d['text']},images={d['images']},weight=0.5"]
+    return [
+        "--dataset",
+        f"json={d['vr']},images={d['images']},axis=iaa,min=1,max=5",
+        "--dataset",
+        f"json={d['mcq']},images={d['images']}",
+        "--dataset",
+        f"json={d['text']},images={d['images']},weight=0.5",
+    ]
 
 
 def all_samples(d: dict[str, Path]) -> list[data.Sample]:
@@ -100,7 +112,8 @@ def test_prompts_are_the_reference_scorers(unipercept_tiny_checkpoint: Path, mix
     prompts = Prompts(unipercept_tiny_checkpoint, unipercept.NUM_IMAGE_TOKENS)
     scorer_tokenizer_ids = prompts.tokenizer.encode(
         unipercept.build_prompt(unipercept.system_message(unipercept_tiny_checkpoint), unipercept.rating_prompt("iqa")),
-        add_special_tokens=False)
+        add_special_tokens=False,
+    )
     assert prompts.rating_ids["iqa"] == scorer_tokenizer_ids
     mcq, text = all_samples(mixed_data)[4], all_samples(mixed_data)[8]
     # What ReferenceScorer.ask / .reply put after the image: "\n" + question (VQA instruction for multiple choice).
@@ -119,10 +132,37 @@ def test_prompts_are_the_reference_scorers(unipercept_tiny_checkpoint: Path, mix
 
 
 def test_mixed_stage1_loss_falls(unipercept_tiny_checkpoint: Path, mixed_data, tmp_path: Path, capsys) -> None:
-    status = train.main(["--checkpoint", str(unipercept_tiny_checkpoint), "--output", str(tmp_path / "run"),
-                         *dataset_args(mixed_data), "--device", "cpu", "--train", "mlp1,llm-layers", "--lr", "3e-3",
-                         "--warmup", "1", "--batch-size", "5", "--grad-accum", "1", "--workers", "0", "--steps", "8",
-                         "--save-every", "0", "--log-every", "2", "--sigma", "4"])
+    status = train.main(
+        [
+            "--checkpoint",
+            str(unipercept_tiny_checkpoint),
+            "--output",
+            str(tmp_path / "run"),
+            *dataset_args(mixed_data),
+            "--device",
+            "cpu",
+            "--train",
+            "mlp1,llm-layers",
+            "--lr",
+            "3e-3",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "5",
+            "--grad-accum",
+            "1",
+            "--workers",
+            "0",
+            "--steps",
+            "8",
+            "--save-every",
+            "0",
+            "--log-every",
+            "2",
+            "--sigma",
+            "4",
+        ]
+    )
     assert status == 0
     log = capsys.readouterr().err
     assert "step 8/8" in log and "answer_nll" in log and "rating_abs_error" in log
@@ -152,8 +192,7 @@ def run_killed_after_first_checkpoint(command: list[str], output: Path, threads:
     """Start a training run and SIGKILL it, and every process it started, once its first step checkpoint is
     complete. torchrun starts each worker in a session of its own, so the workers are killed one by one, first."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
-    process = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         while process.poll() is None and latest_step_folder(output) is None:
             time.sleep(0.2)
@@ -211,11 +250,36 @@ def assert_same_trained_state(first: Path, second: Path, step: int, atol: float 
         assert torch.allclose(a[key], b[key], atol=atol, rtol=1e-4), key
 
 
-def test_stage1_resumes_after_a_kill_and_continues_the_same_run(unipercept_tiny_checkpoint: Path, mixed_data,
-                                                                tmp_path: Path, capsys) -> None:
-    args = ["--checkpoint", str(unipercept_tiny_checkpoint), *dataset_args(mixed_data), "--device", "cpu",
-            "--train", "mlp1,llm-layers", "--lr", "3e-3", "--warmup", "1", "--batch-size", "2", "--grad-accum", "1",
-            "--workers", "0", "--steps", "4", "--save-every", "1", "--keep-last", "1", "--log-every", "1"]
+def test_stage1_resumes_after_a_kill_and_continues_the_same_run(
+    unipercept_tiny_checkpoint: Path, mixed_data, tmp_path: Path, capsys
+) -> None:
+    args = [
+        "--checkpoint",
+        str(unipercept_tiny_checkpoint),
+        *dataset_args(mixed_data),
+        "--device",
+        "cpu",
+        "--train",
+        "mlp1,llm-layers",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--workers",
+        "0",
+        "--steps",
+        "4",
+        "--save-every",
+        "1",
+        "--keep-last",
+        "1",
+        "--log-every",
+        "1",
+    ]
     assert train.main(["--output", str(tmp_path / "straight"), *args]) == 0
     run_killed_after_first_checkpoint(["-m", "export.train.train", "--output", str(tmp_path / "killed"), *args], tmp_path / "killed")
     assert not (tmp_path / "killed" / "model.safetensors").exists()

@@ -171,7 +171,7 @@ def test_not_a_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
 def test_teacher_protocol(unipercept_sensitive_checkpoint: Path, scorer, training_images) -> None:
     from PIL import Image
 
-    from export.student.teachers import Teacher, load_teacher
+    from export.teachers import Teacher, load_teacher
 
     teacher = load_teacher(f"unipercept:{unipercept_sensitive_checkpoint}")
     assert isinstance(teacher, Teacher) and teacher.axes == AXES
@@ -191,8 +191,11 @@ def test_llama_cpp_converter_recognises_the_tokenizer(unipercept_tiny_checkpoint
     out = tmp_path / "vocab.gguf"
     env = {**__import__("os").environ, "PYTHONPATH": str(llama_cpp_source.gguf_py_dir())}
     result = subprocess.run(
-        [sys.executable, str(llama_cpp_source.converter_script()), str(unipercept_tiny_checkpoint), "--vocab-only",
-         "--outfile", str(out)], capture_output=True, text=True, timeout=300, env=env,
+        [sys.executable, str(llama_cpp_source.converter_script()), str(unipercept_tiny_checkpoint), "--vocab-only", "--outfile", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     reader = llama_cpp_source.import_gguf().GGUFReader(str(out))

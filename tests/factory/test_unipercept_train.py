@@ -9,8 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.unipercept import reference as unipercept, tiny  # noqa: E402
 from export.train import train  # noqa: E402
+from export.unipercept import reference as unipercept  # noqa: E402
+from export.unipercept import tiny  # noqa: E402
 
 torch.set_num_threads(2)
 TARGETS = [10, 90, 15, 85]
@@ -46,10 +47,32 @@ def test_dataset_spec_rescales_to_0_100(vr_dataset) -> None:
 def test_a_few_steps_move_scores_toward_targets_and_resume(unipercept_tiny_checkpoint: Path, vr_dataset, tmp_path: Path, capsys) -> None:
     vr, images = vr_dataset
     common = [
-        "--checkpoint", str(unipercept_tiny_checkpoint), "--output", str(tmp_path / "run"),
-        "--dataset", f"json={vr},images={images},axis=iaa,min=1,max=5", "--device", "cpu", "--train", "mlp1,llm-layers",
-        "--lr", "3e-3", "--warmup", "2", "--batch-size", "4", "--grad-accum", "1", "--workers", "0",
-        "--save-every", "4", "--log-every", "1", "--sigma", "4",
+        "--checkpoint",
+        str(unipercept_tiny_checkpoint),
+        "--output",
+        str(tmp_path / "run"),
+        "--dataset",
+        f"json={vr},images={images},axis=iaa,min=1,max=5",
+        "--device",
+        "cpu",
+        "--train",
+        "mlp1,llm-layers",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "2",
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "1",
+        "--workers",
+        "0",
+        "--save-every",
+        "4",
+        "--log-every",
+        "1",
+        "--sigma",
+        "4",
     ]
     assert train.main(common + ["--steps", "8"]) == 0
     step4 = tmp_path / "run" / "checkpoints" / "step-0000004"
@@ -77,12 +100,36 @@ def test_lora_run_saves_merged_weights_under_original_names(unipercept_tiny_chec
     from safetensors.torch import load_file
 
     vr, images = vr_dataset
-    status = train.main([
-        "--checkpoint", str(unipercept_tiny_checkpoint), "--output", str(tmp_path / "lora"),
-        "--dataset", f"json={vr},images={images},axis=iaa,min=1,max=5", "--device", "cpu", "--lora-rank", "4",
-        "--train", "mlp1,llm", "--lr", "1e-2", "--warmup", "1", "--steps", "2", "--batch-size", "2", "--workers", "0",
-        "--grad-accum", "1", "--save-every", "0",
-    ])
+    status = train.main(
+        [
+            "--checkpoint",
+            str(unipercept_tiny_checkpoint),
+            "--output",
+            str(tmp_path / "lora"),
+            "--dataset",
+            f"json={vr},images={images},axis=iaa,min=1,max=5",
+            "--device",
+            "cpu",
+            "--lora-rank",
+            "4",
+            "--train",
+            "mlp1,llm",
+            "--lr",
+            "1e-2",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--workers",
+            "0",
+            "--grad-accum",
+            "1",
+            "--save-every",
+            "0",
+        ]
+    )
     assert status == 0
     original = load_file(str(unipercept_tiny_checkpoint / "model.safetensors"))
     trained = load_file(str(tmp_path / "lora" / "model.safetensors"))
@@ -93,7 +140,17 @@ def test_lora_run_saves_merged_weights_under_original_names(unipercept_tiny_chec
 
 
 def test_bad_dataset_is_a_one_line_error(unipercept_tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
-    status = train.main(["--checkpoint", str(unipercept_tiny_checkpoint), "--output", str(tmp_path / "x"),
-                         "--dataset", f"json={tmp_path / 'missing.json'},images={tmp_path},axis=iqa", "--device", "cpu"])
+    status = train.main(
+        [
+            "--checkpoint",
+            str(unipercept_tiny_checkpoint),
+            "--output",
+            str(tmp_path / "x"),
+            "--dataset",
+            f"json={tmp_path / 'missing.json'},images={tmp_path},axis=iqa",
+            "--device",
+            "cpu",
+        ]
+    )
     assert status == 2
     assert capsys.readouterr().err.strip().count("\n") == 0

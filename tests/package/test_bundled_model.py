@@ -20,7 +20,7 @@ PACKAGE = REPO / "models" / "perceptlite-base"
 CORPUS = REPO.parent / "shared" / "corpus"
 HUMAN = REPO.parent / "shared" / "human" / "clive-dev"
 WALLPAPERS = Path("/usr/share/wallpapers")
-PHOTOS = ("Path", "EveningGlow")  # photos the model never trained on (export/student/quality.py EVAL_WALLPAPERS)
+PHOTOS = ("Path", "EveningGlow")  # photos the model never trained on (export/wholeview/config.py EVAL_WALLPAPERS)
 
 
 def _photos() -> list[Image.Image]:
@@ -109,7 +109,7 @@ def test_every_variant_scores(package, variant):
 
 
 def _photo(name: str, long_side: int) -> Image.Image:
-    from export.student.size_ladders import resize_long_side
+    from export.common.size_ladders import resize_long_side
 
     folder = WALLPAPERS / name / "contents" / "images"
     if not folder.is_dir():
@@ -122,7 +122,7 @@ def _photo(name: str, long_side: int) -> Image.Image:
 @pytest.mark.parametrize("kind", ["gaussian_noise", "jpeg", "resample", "gaussian_blur", "motion_blur"])
 def test_iqa_falls_with_damage_at_real_photo_sizes(scorer, kind, long_side):
     """Two photos never trained on, at 1,000 and 3,000 px: iqa falls with each kind of damage."""
-    from export.student.size_ladders import ladder_image
+    from export.common.size_ladders import ladder_image
 
     levels = (0, 1, 3, 5)
     correlations = []
@@ -145,7 +145,7 @@ def test_iqa_of_a_clean_photo_does_not_depend_on_its_pixel_count(package, scorer
 
 def test_iqa_agrees_with_people_on_held_out_dev_photos(scorer):
     """A sanity floor on 60 rated photos never trained on (the full numbers are in the model card)."""
-    from export.student.splits import is_heldout
+    from export.common.splits import is_heldout
 
     rows = list(csv.DictReader(open(HUMAN / "labels.tsv", encoding="utf-8"), delimiter="\t"))
     held = [r for r in rows if is_heldout(r["file"], 25)][:60]
