@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +61,11 @@ class TrainingConfig:
     stored_sizes: tuple[int, ...] = (500, 1000, 1536, 2500, 4000)
     probe_steps: int = 400
     probe_weight_decay: float = 1e-2
+    # A second, short cosine cycle after `epochs`: each rated photo is read through several random crops at
+    # once, whose features are averaged as the runtime averages its crops, at a fraction of the peak rates.
+    polish_epochs: int = 0
+    polish_crops_per_photo: int = 3
+    polish_lr_scale: float = 0.3
     seed: int = 0
 
 
@@ -212,11 +216,11 @@ class Trainer:
             weight_decay=c.weight_decay,
         )
 
-    def _step_batch(self, rng: np.random.Generator, order: np.ndarray, start: int) -> tuple[torch.Tensor, ...]:
+    def _step_batch(self, rng: np.random.Generator, order: np.ndarray, start: int, crops_per_photo: int) -> tuple[torch.Tensor, ...]:
         c = self.config
         images = self.rated_images()
         picked = order[start : start + c.photos_per_step]
-        people = np.stack([random_crops(images[i], c.crops_per_photo, rng) for i in picked])
+        people = np.stack([random_crops(images[i], crops_per_photo, rng) for i in picked])
         mos = np.array([self.rated[i].mos for i in picked], np.float32)
         triplets, professional = [], []
         if self.unrated and c.damage_per_step:
@@ -255,33 +259,57 @@ class Trainer:
         return loss, terms
 
     def fit(self) -> CropIqaNet:
-        """Train for `config.epochs` epochs (resuming a checkpoint in `folder`); the trained network."""
+        """Train for `config.epochs` (then `polish_epochs`) epochs, resuming a checkpoint in `folder`; the network."""
         c = self.config
         optimizer = self._optimizer()
         done, history = self._resume(optimizer)
         if done == 0 and not self.checkpoint.is_file():
             self._probe()
         steps_per_epoch = max(1, len(self.rated) // c.photos_per_step)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: float(0.5 * (1 + np.cos(np.pi * min(1.0, step / (c.epochs * steps_per_epoch)))))
-        )
-        with warnings.catch_warnings():
-            # Fast-forwarding a resumed run's schedule steps it before this run's first optimizer step, on purpose.
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before `optimizer.step()`")
-            for _ in range(done * steps_per_epoch):
-                schedule.step()
-        for epoch in range(done, c.epochs):
+        for phase_start, phase_epochs, lr_scale, crops in (
+            (0, c.epochs, 1.0, c.crops_per_photo),
+            (c.epochs, c.polish_epochs, c.polish_lr_scale, c.polish_crops_per_photo),
+        ):
+            if phase_epochs and done < phase_start + phase_epochs:
+                self._run_phase(optimizer, history, phase_start, phase_epochs, max(done, phase_start), lr_scale, crops, steps_per_epoch)
+                done = phase_start + phase_epochs
+        self.history = history
+        return self.net.eval()
+
+    def _run_phase(
+        self,
+        optimizer: torch.optim.Optimizer,
+        history: list[EpochLog],
+        phase_start: int,
+        phase_epochs: int,
+        first_epoch: int,
+        lr_scale: float,
+        crops_per_photo: int,
+        steps_per_epoch: int,
+    ) -> None:
+        """Epochs `first_epoch` up to `phase_start + phase_epochs` of one cosine cycle from `lr_scale` x the peak rates."""
+        c = self.config
+        peaks = [c.backbone_lr * lr_scale, c.head_lr * lr_scale]
+        total = phase_epochs * steps_per_epoch
+
+        def set_rates(step: int) -> None:
+            factor = float(0.5 * (1 + np.cos(np.pi * min(1.0, step / total))))
+            for group, peak in zip(optimizer.param_groups, peaks):
+                group["lr"] = peak * factor
+
+        total_epochs = c.epochs + c.polish_epochs
+        for epoch in range(first_epoch, phase_start + phase_epochs):
             rng = np.random.default_rng([c.seed, epoch])
             torch.manual_seed(c.seed * 1000 + epoch)
             order = rng.permutation(len(self.rated))
             started, totals = time.time(), {}
             self.net.train()
             for step in range(steps_per_epoch):
-                loss, terms = self._loss(*self._step_batch(rng, order, step * c.photos_per_step))
+                set_rates((epoch - phase_start) * steps_per_epoch + step)
+                loss, terms = self._loss(*self._step_batch(rng, order, step * c.photos_per_step, crops_per_photo))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                schedule.step()
                 for key, value in {"loss": loss.item(), **terms}.items():
                     totals[key] = totals.get(key, 0.0) + value / steps_per_epoch
             self.net.eval()
@@ -290,9 +318,7 @@ class Trainer:
             )
             history.append(entry)
             self._save(epoch + 1, optimizer, history)
-            self.log(f"  epoch {entry.epoch}/{c.epochs}: {entry.seconds:.0f} s, loss {entry.loss} {entry.terms}")
-        self.history = history
-        return self.net.eval()
+            self.log(f"  epoch {entry.epoch}/{total_epochs}: {entry.seconds:.0f} s, loss {entry.loss} {entry.terms}")
 
 
 # Other crop layouts the cross-validation also scores (3x3 grid cells), to show what fewer or more crops cost.

@@ -198,3 +198,39 @@ def test_own_ratings_fit_the_head_and_write_a_package_score_loads(tmp_path):
         timeout=1200,
     )
     assert again.returncode == 1 and "not empty" in again.stderr  # an existing package is never replaced
+
+
+def test_the_polish_cycle_resumes_where_it_stopped_and_ends_as_a_straight_run(tmp_path):
+    from dataclasses import replace
+
+    from export.base.iqa_training import RatedPhoto, Trainer, TrainingConfig, UnratedPhoto
+    from export.base.photos import professional_training_photos
+
+    rated = [RatedPhoto(path, mos) for path, mos in rated_photos()[:8]]
+    unrated = [UnratedPhoto(professional_training_photos()[0], True)]
+    config = TrainingConfig(
+        epochs=1, polish_epochs=1, photos_per_step=4, damage_per_step=1, probe_steps=5, stored_sizes=(500,), polish_crops_per_photo=3
+    )
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(line: str) -> None:
+        if "epoch 1/2" in line:
+            raise Stop
+
+    straight = Trainer(rated, unrated, config, tmp_path / "straight", log=lambda _: None).fit()
+    with pytest.raises(Stop):
+        Trainer(rated, unrated, config, tmp_path / "stopped", log=stop_after_first_epoch).fit()
+    after_one = {k: v.clone() for k, v in torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["net"].items()}
+    lines: list[str] = []
+    resumed = Trainer(rated, unrated, config, tmp_path / "stopped", log=lines.append).fit()
+
+    assert any("resuming" in line for line in lines) and not any("epoch 1/2" in line for line in lines)
+    assert any("epoch 2/2" in line for line in lines)
+    for name, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, atol=1e-6, rtol=0)
+    head = next(k for k in after_one if k.startswith("head") and k.endswith("weight"))
+    assert not torch.equal(after_one[head], resumed.state_dict()[head])  # the polish epoch trained the head
+    with pytest.raises(Exception, match="other photos or settings"):
+        Trainer(rated, unrated, replace(config, polish_lr_scale=0.5), tmp_path / "stopped", log=lambda _: None).fit()
